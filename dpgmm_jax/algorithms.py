@@ -1,0 +1,189 @@
+"""Release algorithms: DP-EM, the oracle reference and a data-independent start.
+
+All functions here are pure, work in mechanism coordinates (records with
+||y|| <= radius, see ``dpgmm_jax.domain``) and take explicit PRNG keys, so
+they compose with ``jax.jit`` and ``jax.vmap`` over keys (trials) and budgets
+(epsilons). Input validation happens in ``ReleaseConfig.validate`` and in the
+Python-level entry points of ``dpgmm_jax.release``.
+
+DP-EM runs T iterations. Iteration t computes responsibilities from the
+previous release only, the exact sufficient statistics, an allocation from
+the previous release only, and one Gaussian release with budget mu_t, where
+sum_t mu_t^2 = mu^2. By adaptive GDP composition the whole run is mu-GDP
+(Dong, Roth and Su, JRSS-B 2022, Corollary 3.3). The noisy-statistics form of
+DP-EM follows Park, Foulds, Chaudhuri and Welling, "DP-EM: Differentially
+private expectation maximization", AISTATS 2017.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dpgmm_jax.accounting import NeighbouringRelation, iteration_schedule
+from dpgmm_jax.allocation import closed_form_shares, cost_coefficients, equal_shares
+from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, e_step
+from dpgmm_jax.mechanism import (
+    group_sensitivities,
+    noise_scales_from_shares,
+    release_statistics,
+    statistics_from_release,
+)
+from dpgmm_jax.types import GMMParams, Release, SufficientStatistics
+from dpgmm_jax.validation import check_n_components
+
+ALLOCATIONS = ("closed_form", "equal")
+
+
+class ReleaseConfig(NamedTuple):
+    """Public, static settings of a private release.
+
+    Every field is a Python scalar, so a config is hashable and serves as a
+    static argument of ``jax.jit``.
+
+    Attributes:
+        n_components: number of mixture components K.
+        n_iter: DP-EM iterations T.
+        last_share: share of mu^2 spent on the last DP-EM iteration, or None
+            for a uniform schedule.
+        allocation: "closed_form" (quadratic model of E[KL]) or "equal".
+        min_share: public floor on each group's share of mu^2, in [0, 1/3).
+        relation: neighbouring relation, "add_or_remove_one" or "replace_one".
+        count_floor: public floor on noisy counts, >= 1.
+        eigenvalue_floor: public floor on covariance eigenvalues in mechanism
+            coordinates, > 0.
+        chunk_size: records per chunk when computing statistics.
+    """
+
+    n_components: int
+    n_iter: int = 10
+    last_share: float | None = None
+    allocation: str = "closed_form"
+    min_share: float = 0.05
+    relation: str = NeighbouringRelation.ADD_OR_REMOVE_ONE.value
+    count_floor: float = 1.0
+    eigenvalue_floor: float = 1e-3
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+
+    def validate(self) -> "ReleaseConfig":
+        """Check every field and return the config, raising ValueError on a bad one."""
+        check_n_components(self.n_components)
+        iteration_schedule(self.n_iter, self.last_share)
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got allocation={self.allocation!r}")
+        if not 0.0 <= self.min_share < 1.0 / 3.0:
+            raise ValueError(f"min_share must be in [0, 1/3), got min_share={self.min_share}")
+        NeighbouringRelation(self.relation)
+        if self.count_floor < 1.0:
+            raise ValueError(f"count_floor must be >= 1, got count_floor={self.count_floor}")
+        if not self.eigenvalue_floor > 0.0:
+            raise ValueError(f"eigenvalue_floor must be > 0, got eigenvalue_floor={self.eigenvalue_floor}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got chunk_size={self.chunk_size}")
+        return self
+
+
+def data_independent_init(key: jax.Array, n_components: int, n_features: int, radius, dtype=jnp.float32) -> Release:
+    """Draw a starting mixture from public quantities only.
+
+    Means are uniform in the ball of radius R/2, covariances are
+    R^2/(4d) I and weights are uniform. Nothing depends on the data.
+
+    Returns:
+        A ``Release`` whose counts are placeholders (ones); DP-EM uses the
+        equal split in its first iteration, so they are never read.
+    """
+    key_direction, key_radius = jax.random.split(key)
+    directions = jax.random.normal(key_direction, (n_components, n_features), dtype)
+    directions = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
+    lengths = 0.5 * radius * jax.random.uniform(key_radius, (n_components,), dtype) ** (1.0 / n_features)
+    means = directions * lengths[:, None]
+
+    covariances = jnp.broadcast_to(
+        (radius**2 / (4.0 * n_features)) * jnp.eye(n_features, dtype=dtype), (n_components, n_features, n_features)
+    )
+    weights = jnp.full((n_components,), 1.0 / n_components, dtype)
+    return Release(GMMParams(weights, means, covariances), jnp.ones((n_components,), dtype))
+
+
+def allocate_shares(stats: SufficientStatistics, radius, config: ReleaseConfig) -> jax.Array:
+    """Return each component's split of mu^2, shape (K, 3), from public or released statistics."""
+    if config.allocation == "equal":
+        return equal_shares(config.n_components, stats.counts.dtype)
+    costs = cost_coefficients(stats)
+    return closed_form_shares(costs, group_sensitivities(radius, config.relation), config.min_share)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def dp_em(key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig) -> Release:
+    """Fit a Gaussian mixture by differentially private EM.
+
+    Args:
+        key: PRNG key; it is split into the start and one key per release.
+        y: records in mechanism coordinates, shape (N, d), ||y_i|| <= radius.
+        mu: total GDP budget of the run.
+        radius: the domain radius R.
+        config: static release settings.
+
+    Returns:
+        The last release. The whole run is mu-GDP under ``config.relation``.
+    """
+    n_features = y.shape[1]
+    key_init, key_releases = jax.random.split(key)
+    start = data_independent_init(key_init, config.n_components, n_features, radius, y.dtype)
+
+    schedule = jnp.asarray(iteration_schedule(config.n_iter, config.last_share), dtype=y.dtype)
+    iteration_mus = jnp.sqrt(schedule) * mu
+    release_keys = jax.random.split(key_releases, config.n_iter)
+    first_iteration = jnp.arange(config.n_iter) == 0
+
+    def iteration(previous: Release, inputs):
+        release_key, iteration_mu, is_first = inputs
+        stats, _ = e_step(y, previous.params, config.chunk_size)
+
+        # The allocation reads the previous release only. The start carries no
+        # counts, so the first iteration uses the equal split.
+        planned = allocate_shares(statistics_from_release(previous), radius, config)
+        shares = jnp.where(is_first, equal_shares(config.n_components, y.dtype), planned)
+
+        scales = noise_scales_from_shares(shares, iteration_mu, radius, config.relation)
+        current = release_statistics(
+            release_key, stats, scales, radius, config.count_floor, config.eigenvalue_floor
+        )
+        return current, None
+
+    final, _ = jax.lax.scan(iteration, start, (release_keys, iteration_mus, first_iteration))
+    return final
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def oracle_release(key: jax.Array, y: jax.Array, fitted: GMMParams, mu, radius, config: ReleaseConfig) -> Release:
+    """Release a non-private fit once, with an allocation planned from that fit.
+
+    NOT differentially private: the responsibilities, and above all the
+    allocation, read the non-private fit, so the noise scales depend on the
+    data. It is a reference for how well a parameter-release analysis could do,
+    and every output of it is labelled ``dp_guarantee = false``.
+
+    Args:
+        key: PRNG key for the noise.
+        y: records in mechanism coordinates.
+        fitted: the non-private fit in mechanism coordinates.
+        mu: GDP parameter the noise is calibrated to.
+        radius: the domain radius R.
+        config: static settings; ``allocation`` chooses the split.
+
+    Returns:
+        The release.
+    """
+    stats, _ = e_step(y, fitted, config.chunk_size)
+    shares = allocate_shares(stats, radius, config)
+    scales = noise_scales_from_shares(shares, mu, radius, config.relation)
+    return release_statistics(key, stats, scales, radius, config.count_floor, config.eigenvalue_floor)
+
+
+def schedule_mus(mu: float, config: ReleaseConfig) -> np.ndarray:
+    """Return the per-iteration mu_t of a DP-EM run with total budget mu."""
+    return np.sqrt(iteration_schedule(config.n_iter, config.last_share)) * mu
