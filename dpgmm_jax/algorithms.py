@@ -54,6 +54,8 @@ class ReleaseConfig(NamedTuple):
         count_floor: public floor on noisy counts, >= 1.
         eigenvalue_floor: public floor on covariance eigenvalues in mechanism
             coordinates, > 0.
+        noise_floor_factor: kappa >= 0 of the noise-aware eigenvalue floor
+            of ``dpgmm_jax.mechanism.postprocess``; 0 turns it off.
         chunk_size: records per chunk when computing statistics.
     """
 
@@ -65,6 +67,7 @@ class ReleaseConfig(NamedTuple):
     relation: str = NeighbouringRelation.ADD_OR_REMOVE_ONE.value
     count_floor: float = 1.0
     eigenvalue_floor: float = 1e-3
+    noise_floor_factor: float = 0.0
     chunk_size: int = DEFAULT_CHUNK_SIZE
 
     def validate(self) -> "ReleaseConfig":
@@ -80,6 +83,8 @@ class ReleaseConfig(NamedTuple):
             raise ValueError(f"count_floor must be >= 1, got count_floor={self.count_floor}")
         if not self.eigenvalue_floor > 0.0:
             raise ValueError(f"eigenvalue_floor must be > 0, got eigenvalue_floor={self.eigenvalue_floor}")
+        if not self.noise_floor_factor >= 0.0:
+            raise ValueError(f"noise_floor_factor must be >= 0, got noise_floor_factor={self.noise_floor_factor}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got chunk_size={self.chunk_size}")
         return self
@@ -150,7 +155,7 @@ def dp_em(key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig) -> Re
 
         scales = noise_scales_from_shares(shares, iteration_mu, radius, config.relation)
         current = release_statistics(
-            release_key, stats, scales, radius, config.count_floor, config.eigenvalue_floor
+            release_key, stats, scales, radius, config.count_floor, config.eigenvalue_floor, config.noise_floor_factor
         )
         return current, None
 
@@ -181,7 +186,7 @@ def oracle_release(key: jax.Array, y: jax.Array, fitted: GMMParams, mu, radius, 
     stats, _ = e_step(y, fitted, config.chunk_size)
     shares = allocate_shares(stats, radius, config)
     scales = noise_scales_from_shares(shares, mu, radius, config.relation)
-    return release_statistics(key, stats, scales, radius, config.count_floor, config.eigenvalue_floor)
+    return release_statistics(key, stats, scales, radius, config.count_floor, config.eigenvalue_floor, config.noise_floor_factor)
 
 
 def schedule_mus(mu: float, config: ReleaseConfig) -> np.ndarray:

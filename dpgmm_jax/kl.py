@@ -37,6 +37,10 @@ def gaussian_kl(mean_p, cov_p, mean_q, cov_q) -> jax.Array:
         Shape (...).
     """
     d = mean_p.shape[-1]
+    batch = jnp.broadcast_shapes(mean_p.shape[:-1], mean_q.shape[:-1], cov_p.shape[:-2], cov_q.shape[:-2])
+    mean_p, mean_q = jnp.broadcast_to(mean_p, batch + (d,)), jnp.broadcast_to(mean_q, batch + (d,))
+    cov_p, cov_q = jnp.broadcast_to(cov_p, batch + (d, d)), jnp.broadcast_to(cov_q, batch + (d, d))
+
     chol_p = jnp.linalg.cholesky(cov_p)
     chol_q = jnp.linalg.cholesky(cov_q)
 

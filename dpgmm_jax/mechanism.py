@@ -132,6 +132,8 @@ def postprocess(
     radius,
     count_floor: float = 1.0,
     eigenvalue_floor: float = 1e-3,
+    covariance_noise: jax.Array | None = None,
+    noise_floor_factor: float = 0.0,
 ) -> Release:
     """Turn (noisy) statistics into a valid mixture.
 
@@ -140,16 +142,25 @@ def postprocess(
         n_k^+ = max(n_k, count_floor),  pi = n^+ / sum(n^+)
         m_k   = s_k / n_k^+, projected onto the ball ||m|| <= R
         C_k   = S_k / n_k^+ - (s_k / n_k^+)(s_k / n_k^+)^T, symmetrised, with
-                eigenvalues clipped to [eigenvalue_floor, R^2]
+                eigenvalues clipped to [floor_k, R^2], where
+        floor_k = max(eigenvalue_floor, kappa 2 sigma_{c,k} sqrt(d) / n_k^+)
 
     A distribution on the ball ||y|| <= R has covariance eigenvalues at most
-    R^2 and mean inside the ball, so both clips only remove impossible values.
+    R^2 and mean inside the ball, so both upper clips only remove impossible
+    values. The noise-aware floor uses that a symmetric d x d matrix of
+    N(0, sigma^2) entries has spectral norm close to 2 sigma sqrt(d): an
+    eigenvalue of C_k below the noise level ||E_k|| / n_k^+ cannot be told
+    apart from noise, and a near-singular released covariance costs far more
+    KL than a broad one. It reads only public noise scales and noisy counts.
 
     Args:
         stats: statistics in mechanism coordinates.
         radius: the domain radius R.
         count_floor: public floor on the counts, >= 1 keeps every division safe.
         eigenvalue_floor: public floor on covariance eigenvalues, > 0.
+        covariance_noise: sigma_{c,k} of the noise on S_k, shape (K,), or
+            None when the statistics are exact.
+        noise_floor_factor: kappa >= 0 in the noise-aware floor; 0 turns it off.
 
     Returns:
         A ``Release`` with weights on the simplex and symmetric positive
@@ -164,8 +175,15 @@ def postprocess(
 
     covariances = stats.second_moments / counts[:, None, None] - jnp.einsum("kd,ke->kde", raw_means, raw_means)
     covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
+    d = covariances.shape[-1]
+    floors = jnp.full(counts.shape, eigenvalue_floor, covariances.dtype)
+    if covariance_noise is not None:
+        noise_level = 2.0 * covariance_noise * jnp.sqrt(d) / counts
+        floors = jnp.maximum(floors, noise_floor_factor * noise_level)
+    floors = jnp.minimum(floors, radius**2)
+
     eigenvalues, eigenvectors = jnp.linalg.eigh(covariances)
-    eigenvalues = jnp.clip(eigenvalues, eigenvalue_floor, radius**2)
+    eigenvalues = jnp.clip(eigenvalues, floors[:, None], radius**2)
     covariances = jnp.einsum("kij,kj,klj->kil", eigenvectors, eigenvalues, eigenvectors)
     covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
 
@@ -207,6 +225,7 @@ def release_statistics(
     radius,
     count_floor: float = 1.0,
     eigenvalue_floor: float = 1e-3,
+    noise_floor_factor: float = 0.0,
 ) -> Release:
     """Add calibrated noise to statistics and post-process them into a mixture.
 
@@ -220,9 +239,10 @@ def release_statistics(
         radius: the domain radius R.
         count_floor: public floor on the noisy counts.
         eigenvalue_floor: public floor on covariance eigenvalues.
+        noise_floor_factor: kappa of the noise-aware eigenvalue floor.
 
     Returns:
         The post-processed ``Release``.
     """
     noisy = add_noise(key, stats, scales)
-    return postprocess(noisy, radius, count_floor, eigenvalue_floor)
+    return postprocess(noisy, radius, count_floor, eigenvalue_floor, scales.covariances, noise_floor_factor)

@@ -1,0 +1,180 @@
+"""Python-level entry point: validate inputs, release a mixture, describe it.
+
+``release_gmm`` is the one-call path from raw records to a published mixture
+in data units plus its privacy metadata. It validates every argument before
+anything is traced, maps records into the public domain, runs the chosen
+mode and records what guarantee the output carries.
+"""
+
+import importlib.metadata
+import logging
+import platform
+import secrets
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.cluster import KMeans
+
+from dpgmm_jax.accounting import (
+    NeighbouringRelation,
+    compose_mu,
+    epsilon_from_mu,
+    mu_from_epsilon_delta,
+)
+from dpgmm_jax.algorithms import ReleaseConfig, dp_em, oracle_release, schedule_mus
+from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinates
+from dpgmm_jax.em import fit_em, initial_params_from_means
+from dpgmm_jax.types import GMMParams
+from dpgmm_jax.validation import PrivacyLeakWarning, check_delta, check_epsilon
+
+logger = logging.getLogger(__name__)
+
+MODES = ("dp_em", "oracle")
+_VERSIONED_PACKAGES = ("dpgmm_jax", "jax", "jaxlib", "optax", "dp-accounting", "numpy", "scikit-learn")
+
+
+def package_versions() -> dict:
+    """Return the versions of Python and the packages a release depends on."""
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def fresh_key() -> jax.Array:
+    """Return a PRNG key seeded from operating-system entropy."""
+    return jax.random.key(secrets.randbits(63))
+
+
+def privacy_metadata(
+    *,
+    epsilon: float,
+    delta: float,
+    mode: str,
+    domain: Domain,
+    config: ReleaseConfig,
+) -> dict:
+    """Describe the guarantee of a release as a JSON-serialisable dict.
+
+    ``dp_guarantee`` is false for the oracle mode and for a domain derived
+    from the data. The dict never contains data-dependent counts such as the
+    number of projected records.
+    """
+    mu = mu_from_epsilon_delta(epsilon, delta)
+    iteration_mus = schedule_mus(mu, config) if mode == "dp_em" else np.array([mu])
+    dp_guarantee = mode != "oracle" and not domain.data_derived
+
+    reasons = []
+    if mode == "oracle":
+        reasons.append("oracle mode plans the noise from the non-private fit")
+    if domain.data_derived:
+        reasons.append("the domain was derived from the data")
+
+    return {
+        "epsilon": epsilon,
+        "delta": delta,
+        "mu": mu,
+        "iteration_mus": iteration_mus.tolist(),
+        "composed_mu": compose_mu(iteration_mus),
+        "composed_epsilon": epsilon_from_mu(compose_mu(iteration_mus), delta),
+        "neighbouring_relation": NeighbouringRelation(config.relation).value,
+        "mode": mode,
+        "dp_guarantee": dp_guarantee,
+        "no_guarantee_reasons": reasons,
+        "allocation": config.allocation,
+        "min_share": config.min_share,
+        "n_iter": config.n_iter if mode == "dp_em" else 1,
+        "last_share": config.last_share,
+        "count_floor": config.count_floor,
+        "eigenvalue_floor": config.eigenvalue_floor,
+        "domain": domain.describe(),
+        "versions": package_versions(),
+    }
+
+
+def nonprivate_fit(y: np.ndarray, n_components: int, seed: int = 0, reg_covar: float = 1e-6) -> GMMParams:
+    """Fit the non-private reference mixture: k-means starts (10 restarts), then EM.
+
+    Reads the data freely, so the result carries no privacy guarantee.
+    """
+    kmeans = KMeans(n_components, n_init=10, random_state=seed).fit(y)
+    init = initial_params_from_means(y, kmeans.cluster_centers_, reg_covar)
+    result = fit_em(jnp.asarray(y), init, max_iter=1000, tol=1e-8, reg_covar=reg_covar)
+    if not bool(result.converged):
+        logger.warning("the non-private reference EM did not converge in 1000 iterations")
+    return result.params
+
+
+def release_gmm(
+    x,
+    *,
+    epsilon: float,
+    delta: float,
+    domain: Domain,
+    n_components: int,
+    mode: str = "dp_em",
+    key: jax.Array | None = None,
+    **config_options,
+) -> tuple[GMMParams, dict]:
+    """Release a Gaussian mixture of ``x`` under (epsilon, delta)-DP.
+
+    Args:
+        x: records, shape (N, d), numeric and finite.
+        epsilon: privacy budget, > 0.
+        delta: privacy parameter, in (0, 1).
+        domain: the public domain; records outside it are projected onto it.
+        n_components: number of components K >= 1.
+        mode: "dp_em" (private end to end) or "oracle" (NOT private, a
+            reference that plans the noise from the non-private fit).
+        key: PRNG key for the noise; None draws one from OS entropy.
+        **config_options: further ``ReleaseConfig`` fields (n_iter,
+            last_share, allocation, min_share, relation, count_floor,
+            eigenvalue_floor, chunk_size).
+
+    Returns:
+        ``(params, metadata)``: the released mixture in data units as NumPy
+        arrays, and the dict of ``privacy_metadata``.
+
+    Raises:
+        ValueError, TypeError: on invalid arguments, naming the value.
+    """
+    epsilon = check_epsilon(epsilon)
+    delta = check_delta(delta)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got mode={mode!r}")
+    config = ReleaseConfig(n_components=n_components, **config_options).validate()
+
+    y, _ = to_mechanism_coordinates(x, domain)
+    if delta >= 1.0 / y.shape[0]:
+        warnings.warn(
+            f"delta={delta} is not below 1/N = {1.0 / y.shape[0]:.3g}; such a delta "
+            "allows releasing a whole record with probability delta; choose a smaller delta",
+            UserWarning,
+            stacklevel=2,
+        )
+    if domain.data_derived:
+        warnings.warn("releasing with a domain derived from the data: no DP guarantee", PrivacyLeakWarning, stacklevel=2)
+
+    key = fresh_key() if key is None else key
+    mu = mu_from_epsilon_delta(epsilon, delta)
+    y_jax = jnp.asarray(y)
+
+    if mode == "dp_em":
+        release = dp_em(key, y_jax, mu, domain.radius, config)
+    else:
+        warnings.warn(
+            "oracle mode plans the noise from the non-private fit: the release is NOT differentially private",
+            PrivacyLeakWarning,
+            stacklevel=2,
+        )
+        fitted = nonprivate_fit(y, n_components)
+        release = oracle_release(key, y_jax, fitted, mu, domain.radius, config)
+
+    params = to_data_coordinates(jax.tree.map(np.asarray, release.params), domain)
+    metadata = privacy_metadata(epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config)
+    return params, metadata

@@ -1,0 +1,103 @@
+"""The Hydra app end to end, and what the main job's results must show."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+REQUIRED_COLUMNS = {"dataset", "method", "epsilon", "delta", "K", "d", "trial", "kl_mc", "kl_mc_se", "kl_bound"}
+
+
+def run_app(out_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "experiments.run", *overrides, f"hydra.run.dir={out_dir}"]
+    completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
+def test_eps_grid_sweep_composes():
+    with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base=None):
+        config = compose("config", overrides=["+sweep=eps_grid"])
+    assert list(config.datasets) == ["synthetic", "faithful", "wine"]
+    assert list(config.epsilons) == [0.1, 0.3, 1.0, 3.0, 10.0]
+    assert config.trials >= 20
+    for dataset in config.datasets.values():
+        assert "lower" in dataset.domain or "radius" in dataset.domain
+
+
+def test_tiny_run_writes_every_output(tmp_path):
+    completed = run_app(tmp_path, "datasets.synthetic.options.n_samples=2000", "trials=2", "epsilons=[0.3,3.0]",
+                        "kl.n_samples=500", "release.n_iter=3")
+    assert str(tmp_path.resolve()) in completed.stdout
+
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert REQUIRED_COLUMNS <= set(results.columns)
+    assert set(results["dataset"]) == {"synthetic"}
+    assert len(results) == results["method"].nunique() * 2 * 2
+    assert results[["kl_mc", "kl_mc_se", "kl_bound"]].notna().all().all()
+    for name in ("kl_vs_epsilon.png", "kl_vs_epsilon.pdf"):
+        assert (tmp_path / name).stat().st_size > 1000
+
+    releases = json.loads((tmp_path / "releases.json").read_text())
+    assert all(release["trial"] == 0 for release in releases)
+    by_method = {release["method"]: release["privacy"] for release in releases}
+    assert by_method["dp_em_closed_form"]["dp_guarantee"] is True
+    assert by_method["oracle"]["dp_guarantee"] is False
+    assert by_method["nonprivate"]["dp_guarantee"] is False
+    for key in ("epsilon", "delta", "mu", "neighbouring_relation", "mode", "domain", "versions"):
+        assert key in by_method["dp_em_closed_form"]
+
+
+def test_missing_domain_is_rejected(tmp_path):
+    command = [sys.executable, "-m", "experiments.run", "~datasets.synthetic.domain", f"hydra.run.dir={tmp_path}"]
+    completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0
+
+
+@pytest.fixture(scope="module")
+def main_job(tmp_path_factory) -> pd.DataFrame:
+    out_dir = tmp_path_factory.mktemp("eps_grid")
+    run_app(out_dir, "+sweep=eps_grid")
+    return pd.read_csv(out_dir / "results.csv")
+
+
+def median_kl(results, dataset, method, epsilon):
+    rows = results[(results.dataset == dataset) & (results.method == method) & (results.epsilon == epsilon)]
+    assert len(rows) >= 20
+    return rows.kl_mc.median()
+
+
+@pytest.mark.slow
+def test_main_job_grid_is_complete(main_job):
+    assert set(main_job.epsilon) == {0.1, 0.3, 1.0, 3.0, 10.0}
+    assert set(main_job.delta) == {1e-5}
+    counts = main_job.groupby(["dataset", "method", "epsilon"]).size()
+    assert counts.min() >= 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["synthetic", "faithful", "wine"])
+def test_dp_em_improves_tenfold_from_low_to_high_epsilon(main_job, dataset):
+    low = median_kl(main_job, dataset, "dp_em_closed_form", 0.1)
+    high = median_kl(main_job, dataset, "dp_em_closed_form", 10.0)
+    assert high * 10 <= low, f"{dataset}: median KL {low:.4g} at epsilon 0.1, {high:.4g} at 10"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("epsilon", [1.0, 3.0, 10.0])
+def test_closed_form_beats_equal_split_on_synthetic(main_job, epsilon):
+    closed_form = median_kl(main_job, "synthetic", "dp_em_closed_form", epsilon)
+    equal = median_kl(main_job, "synthetic", "dp_em_equal", epsilon)
+    assert closed_form <= equal, f"epsilon {epsilon}: closed form {closed_form:.4g}, equal {equal:.4g}"
+
+
+@pytest.mark.slow
+def test_bound_dominates_monte_carlo_in_results(main_job):
+    slack = 3 * main_job.kl_mc_se + 1e-9
+    violations = main_job[main_job.kl_bound < main_job.kl_mc - slack]
+    assert violations.empty, violations[["dataset", "method", "epsilon", "trial", "kl_mc", "kl_bound"]].head()
