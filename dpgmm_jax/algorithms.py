@@ -24,17 +24,20 @@ import numpy as np
 
 from dpgmm_jax.accounting import NeighbouringRelation, iteration_schedule
 from dpgmm_jax.allocation import closed_form_shares, cost_coefficients, equal_shares
-from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, e_step
+from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, e_step, sufficient_statistics
 from dpgmm_jax.mechanism import (
+    add_noise,
     group_sensitivities,
     noise_scales_from_shares,
+    postprocess,
     release_statistics,
     statistics_from_release,
 )
-from dpgmm_jax.types import GMMParams, Release, SufficientStatistics
+from dpgmm_jax.solver import SolverSettings, optimise_shares
+from dpgmm_jax.types import GMMParams, NoiseScales, Release, SufficientStatistics
 from dpgmm_jax.validation import check_n_components
 
-ALLOCATIONS = ("closed_form", "equal")
+ALLOCATIONS = ("closed_form", "equal", "optax")
 
 
 class ReleaseConfig(NamedTuple):
@@ -48,7 +51,9 @@ class ReleaseConfig(NamedTuple):
         n_iter: DP-EM iterations T.
         last_share: share of mu^2 spent on the last DP-EM iteration, or None
             for a uniform schedule.
-        allocation: "closed_form" (quadratic model of E[KL]) or "equal".
+        allocation: "closed_form" (quadratic model of E[KL]), "optax"
+            (Monte Carlo expected KL minimised by ``dpgmm_jax.solver``) or
+            "equal".
         min_share: public floor on each group's share of mu^2, in [0, 1/3).
         relation: neighbouring relation, "add_or_remove_one" or "replace_one".
         count_floor: public floor on noisy counts, >= 1.
@@ -57,6 +62,10 @@ class ReleaseConfig(NamedTuple):
         noise_floor_factor: kappa >= 0 of the noise-aware eigenvalue floor
             of ``dpgmm_jax.mechanism.postprocess``; 0 turns it off.
         chunk_size: records per chunk when computing statistics.
+        solver_draws: noise draws in the optax solver's objective.
+        solver_steps: optimiser steps of the optax solver.
+        pilot_fraction: share of mu^2 the labelled mode spends on its pilot
+            release, in (0, 1).
     """
 
     n_components: int
@@ -69,6 +78,9 @@ class ReleaseConfig(NamedTuple):
     eigenvalue_floor: float = 1e-3
     noise_floor_factor: float = 0.0
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    solver_draws: int = 64
+    solver_steps: int = 50
+    pilot_fraction: float = 0.1
 
     def validate(self) -> "ReleaseConfig":
         """Check every field and return the config, raising ValueError on a bad one."""
@@ -87,6 +99,13 @@ class ReleaseConfig(NamedTuple):
             raise ValueError(f"noise_floor_factor must be >= 0, got noise_floor_factor={self.noise_floor_factor}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got chunk_size={self.chunk_size}")
+        if self.solver_draws < 1 or self.solver_steps < 0:
+            raise ValueError(
+                f"solver_draws must be >= 1 and solver_steps >= 0, got "
+                f"solver_draws={self.solver_draws}, solver_steps={self.solver_steps}"
+            )
+        if not 0.0 < self.pilot_fraction < 1.0:
+            raise ValueError(f"pilot_fraction must be in (0, 1), got pilot_fraction={self.pilot_fraction}")
         return self
 
 
@@ -113,10 +132,33 @@ def data_independent_init(key: jax.Array, n_components: int, n_features: int, ra
     return Release(GMMParams(weights, means, covariances), jnp.ones((n_components,), dtype))
 
 
-def allocate_shares(stats: SufficientStatistics, radius, config: ReleaseConfig) -> jax.Array:
-    """Return each component's split of mu^2, shape (K, 3), from public or released statistics."""
+def solver_settings(config: ReleaseConfig) -> SolverSettings:
+    """Return the optax solver's settings implied by a release config."""
+    return SolverSettings(
+        n_draws=config.solver_draws,
+        n_steps=config.solver_steps,
+        min_share=config.min_share,
+        count_floor=config.count_floor,
+        eigenvalue_floor=config.eigenvalue_floor,
+        noise_floor_factor=config.noise_floor_factor,
+    )
+
+
+def allocate_shares(key: jax.Array, stats: SufficientStatistics, mu, radius, config: ReleaseConfig) -> jax.Array:
+    """Return each component's split of mu^2, shape (K, 3), from public or released statistics.
+
+    Args:
+        key: PRNG key for the optax solver's planning draws (unused otherwise).
+        stats: statistics the allocation may look at, never the private data
+            (except in the oracle mode, which is labelled not private).
+        mu: GDP budget of the release being planned.
+        radius: the domain radius R.
+        config: chooses the allocation.
+    """
     if config.allocation == "equal":
         return equal_shares(config.n_components, stats.counts.dtype)
+    if config.allocation == "optax":
+        return optimise_shares(key, stats, mu, radius, solver_settings(config), config.relation).shares
     costs = cost_coefficients(stats)
     return closed_form_shares(costs, group_sensitivities(radius, config.relation), config.min_share)
 
@@ -145,12 +187,13 @@ def dp_em(key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig) -> Re
     first_iteration = jnp.arange(config.n_iter) == 0
 
     def iteration(previous: Release, inputs):
-        release_key, iteration_mu, is_first = inputs
+        iteration_key, iteration_mu, is_first = inputs
+        planning_key, release_key = jax.random.split(iteration_key)
         stats, _ = e_step(y, previous.params, config.chunk_size)
 
         # The allocation reads the previous release only. The start carries no
         # counts, so the first iteration uses the equal split.
-        planned = allocate_shares(statistics_from_release(previous), radius, config)
+        planned = allocate_shares(planning_key, statistics_from_release(previous), iteration_mu, radius, config)
         shares = jnp.where(is_first, equal_shares(config.n_components, y.dtype), planned)
 
         scales = noise_scales_from_shares(shares, iteration_mu, radius, config.relation)
@@ -183,8 +226,9 @@ def oracle_release(key: jax.Array, y: jax.Array, fitted: GMMParams, mu, radius, 
     Returns:
         The release.
     """
+    planning_key, key = jax.random.split(key)
     stats, _ = e_step(y, fitted, config.chunk_size)
-    shares = allocate_shares(stats, radius, config)
+    shares = allocate_shares(planning_key, stats, mu, radius, config)
     scales = noise_scales_from_shares(shares, mu, radius, config.relation)
     return release_statistics(key, stats, scales, radius, config.count_floor, config.eigenvalue_floor, config.noise_floor_factor)
 
@@ -192,3 +236,74 @@ def oracle_release(key: jax.Array, y: jax.Array, fitted: GMMParams, mu, radius, 
 def schedule_mus(mu: float, config: ReleaseConfig) -> np.ndarray:
     """Return the per-iteration mu_t of a DP-EM run with total budget mu."""
     return np.sqrt(iteration_schedule(config.n_iter, config.last_share)) * mu
+
+
+def combine_inverse_variance(
+    first: SufficientStatistics, first_scales: NoiseScales, second: SufficientStatistics, second_scales: NoiseScales
+) -> tuple[SufficientStatistics, NoiseScales]:
+    """Combine two independent noisy releases of the same statistics.
+
+    Each group of each component is weighted by its inverse noise variance,
+    the minimum-variance unbiased combination; the result has noise standard
+    deviation (1/sigma_1^2 + 1/sigma_2^2)^(-1/2) per group. Post-processing of
+    two private releases, so it costs no budget.
+
+    Returns:
+        ``(statistics, scales)`` of the combined release.
+    """
+    def combine(a, b, sigma_a, sigma_b):
+        weight_a, weight_b = 1.0 / sigma_a**2, 1.0 / sigma_b**2
+        shape = (-1,) + (1,) * (a.ndim - 1)
+        total = weight_a + weight_b
+        return (weight_a.reshape(shape) * a + weight_b.reshape(shape) * b) / total.reshape(shape), total ** -0.5
+
+    counts, sigma_w = combine(first.counts, second.counts, first_scales.weights, second_scales.weights)
+    means, sigma_m = combine(first.first_moments, second.first_moments, first_scales.means, second_scales.means)
+    second_moments, sigma_c = combine(
+        first.second_moments, second.second_moments, first_scales.covariances, second_scales.covariances
+    )
+    return SufficientStatistics(counts, means, second_moments), NoiseScales(sigma_w, sigma_m, sigma_c)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def labelled_release(key: jax.Array, y: jax.Array, labels: jax.Array, mu, radius, config: ReleaseConfig) -> Release:
+    """Release a mixture whose components are given by each record's own label.
+
+    Responsibilities are r = e_label, a function of the record alone. A pilot
+    release spends ``config.pilot_fraction`` of mu^2 with the equal split; the
+    main release spends the rest with the allocation ``config.allocation``
+    planned from the post-processed pilot. The two releases compose to
+    mu-GDP (mu_pilot^2 + mu_main^2 = mu^2) and are combined by inverse-variance
+    weighting before post-processing.
+
+    Args:
+        key: PRNG key, split into the pilot's noise, the planning draws and
+            the main release's noise.
+        y: records in mechanism coordinates, shape (N, d).
+        labels: integer labels in [0, K), shape (N,).
+        mu: total GDP budget.
+        radius: the domain radius R.
+        config: static settings.
+
+    Returns:
+        The combined release.
+    """
+    key_pilot, key_planning, key_main = jax.random.split(key, 3)
+    resp = jax.nn.one_hot(labels, config.n_components, dtype=y.dtype)
+    stats = sufficient_statistics(y, resp)
+
+    mu_pilot = jnp.sqrt(config.pilot_fraction) * mu
+    mu_main = jnp.sqrt(1.0 - config.pilot_fraction) * mu
+
+    pilot_scales = noise_scales_from_shares(equal_shares(config.n_components, y.dtype), mu_pilot, radius, config.relation)
+    pilot_noisy = add_noise(key_pilot, stats, pilot_scales)
+    pilot = postprocess(pilot_noisy, radius, config.count_floor, config.eigenvalue_floor,
+                        pilot_scales.covariances, config.noise_floor_factor)
+
+    shares = allocate_shares(key_planning, statistics_from_release(pilot), mu_main, radius, config)
+    main_scales = noise_scales_from_shares(shares, mu_main, radius, config.relation)
+    main_noisy = add_noise(key_main, stats, main_scales)
+
+    combined, combined_scales = combine_inverse_variance(pilot_noisy, pilot_scales, main_noisy, main_scales)
+    return postprocess(combined, radius, config.count_floor, config.eigenvalue_floor,
+                       combined_scales.covariances, config.noise_floor_factor)

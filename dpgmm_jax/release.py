@@ -23,7 +23,7 @@ from dpgmm_jax.accounting import (
     epsilon_from_mu,
     mu_from_epsilon_delta,
 )
-from dpgmm_jax.algorithms import ReleaseConfig, dp_em, oracle_release, schedule_mus
+from dpgmm_jax.algorithms import ReleaseConfig, dp_em, labelled_release, oracle_release, schedule_mus
 from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import fit_em, initial_params_from_means
 from dpgmm_jax.types import GMMParams
@@ -31,7 +31,7 @@ from dpgmm_jax.validation import PrivacyLeakWarning, check_delta, check_epsilon
 
 logger = logging.getLogger(__name__)
 
-MODES = ("dp_em", "oracle")
+MODES = ("dp_em", "labelled", "oracle")
 _VERSIONED_PACKAGES = ("dpgmm_jax", "jax", "jaxlib", "optax", "dp-accounting", "numpy", "scikit-learn")
 
 
@@ -66,7 +66,12 @@ def privacy_metadata(
     number of projected records.
     """
     mu = mu_from_epsilon_delta(epsilon, delta)
-    iteration_mus = schedule_mus(mu, config) if mode == "dp_em" else np.array([mu])
+    if mode == "dp_em":
+        iteration_mus = schedule_mus(mu, config)
+    elif mode == "labelled":
+        iteration_mus = np.sqrt([config.pilot_fraction, 1.0 - config.pilot_fraction]) * mu
+    else:
+        iteration_mus = np.array([mu])
     dp_guarantee = mode != "oracle" and not domain.data_derived
 
     reasons = []
@@ -89,12 +94,31 @@ def privacy_metadata(
         "allocation": config.allocation,
         "min_share": config.min_share,
         "n_iter": config.n_iter if mode == "dp_em" else 1,
+        "pilot_fraction": config.pilot_fraction if mode == "labelled" else None,
         "last_share": config.last_share,
         "count_floor": config.count_floor,
         "eigenvalue_floor": config.eigenvalue_floor,
         "domain": domain.describe(),
         "versions": package_versions(),
     }
+
+
+def check_labels(labels, n_records: int, n_components: int) -> np.ndarray:
+    """Validate per-record component labels and return them as an int array."""
+    if labels is None:
+        raise ValueError("mode='labelled' needs labels: pass one integer label per record")
+    labels = np.asarray(labels)
+    if labels.shape != (n_records,):
+        raise ValueError(f"labels must have shape ({n_records},), one per record, got shape {labels.shape}")
+    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() >= n_components:
+        raise ValueError(
+            f"labels must lie in [0, {n_components}), got values from {labels.min()} to {labels.max()}; "
+            "map them to 0..n_components-1 or raise n_components"
+        )
+    return labels
 
 
 def nonprivate_fit(y: np.ndarray, n_components: int, seed: int = 0, reg_covar: float = 1e-6) -> GMMParams:
@@ -119,6 +143,7 @@ def release_gmm(
     n_components: int,
     mode: str = "dp_em",
     key: jax.Array | None = None,
+    labels=None,
     **config_options,
 ) -> tuple[GMMParams, dict]:
     """Release a Gaussian mixture of ``x`` under (epsilon, delta)-DP.
@@ -129,9 +154,12 @@ def release_gmm(
         delta: privacy parameter, in (0, 1).
         domain: the public domain; records outside it are projected onto it.
         n_components: number of components K >= 1.
-        mode: "dp_em" (private end to end) or "oracle" (NOT private, a
-            reference that plans the noise from the non-private fit).
+        mode: "dp_em" (private end to end), "labelled" (one release per
+            label, components given by ``labels``) or "oracle" (NOT private,
+            a reference that plans the noise from the non-private fit).
         key: PRNG key for the noise; None draws one from OS entropy.
+        labels: integer component label of each record, in [0, n_components),
+            required by mode "labelled" and rejected otherwise.
         **config_options: further ``ReleaseConfig`` fields (n_iter,
             last_share, allocation, min_share, relation, count_floor,
             eigenvalue_floor, chunk_size).
@@ -160,12 +188,19 @@ def release_gmm(
     if domain.data_derived:
         warnings.warn("releasing with a domain derived from the data: no DP guarantee", PrivacyLeakWarning, stacklevel=2)
 
+    if mode == "labelled":
+        labels = check_labels(labels, y.shape[0], n_components)
+    elif labels is not None:
+        raise ValueError(f"labels are only used by mode='labelled', got mode={mode!r}; drop labels or change mode")
+
     key = fresh_key() if key is None else key
     mu = mu_from_epsilon_delta(epsilon, delta)
     y_jax = jnp.asarray(y)
 
     if mode == "dp_em":
         release = dp_em(key, y_jax, mu, domain.radius, config)
+    elif mode == "labelled":
+        release = labelled_release(key, y_jax, jnp.asarray(labels), mu, domain.radius, config)
     else:
         warnings.warn(
             "oracle mode plans the noise from the non-private fit: the release is NOT differentially private",
