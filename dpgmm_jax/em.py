@@ -1,12 +1,15 @@
 """Expectation-maximisation for Gaussian mixtures with full covariances.
 
 The E step and the M step are written as matrix products so that XLA maps them
-onto GEMM kernels: log-densities use the precision Cholesky factors P_k with
+onto GEMM kernels. Log-densities use the precision Cholesky factors P_k with
 C_k^{-1} = P_k P_k^T (the parameterisation scikit-learn's GaussianMixture uses
-internally), and the M step accumulates the sufficient statistics of
-``dpgmm_jax.types.SufficientStatistics``. Records are processed in chunks
-under ``lax.scan`` so memory stays bounded for millions of records, and the
-whole loop runs under ``jit`` in a ``lax.while_loop`` with a log-likelihood
+internally): one (N, d) x (d, K d) product gives every P_k^T x_i. The M step
+accumulates the sufficient statistics of
+``dpgmm_jax.types.SufficientStatistics``, the second moments as one
+(K, N) x (N, d(d+1)/2) product of the responsibilities with the upper
+triangles of x_i x_i^T. Records are processed in chunks of equal size under
+``lax.scan`` so memory stays bounded for millions of records, and the whole
+loop runs under ``jit`` in a ``lax.while_loop`` with a log-likelihood
 tolerance stop.
 
 Reference: A. P. Dempster, N. M. Laird and D. B. Rubin, "Maximum likelihood
@@ -21,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dpgmm_jax.mechanism import symmetric_from_upper
 from dpgmm_jax.types import GMMParams, SufficientStatistics
 
 DEFAULT_CHUNK_SIZE = 65_536
@@ -67,12 +71,16 @@ def component_log_densities(x: jax.Array, params: GMMParams) -> jax.Array:
     Returns:
         Array of shape (N, K).
     """
-    d = x.shape[-1]
-    precisions = precision_cholesky(params.covariances)
+    return _log_densities_from_precisions(x, params.means, precision_cholesky(params.covariances))
 
-    # ||P_k^T (x - m_k)||^2 with one GEMM: (N, d) x (K, d, d) -> (N, K, d).
-    projected = jnp.einsum("nd,kde->nke", x, precisions)
-    projected = projected - jnp.einsum("kd,kde->ke", params.means, precisions)[None]
+
+def _log_densities_from_precisions(x: jax.Array, means: jax.Array, precisions: jax.Array) -> jax.Array:
+    n_components, d = means.shape
+
+    # ||P_k^T (x - m_k)||^2 from one GEMM: (N, d) x (d, K d) -> (N, K d).
+    stacked = jnp.swapaxes(precisions, 0, 1).reshape(d, n_components * d)
+    projected = (x @ stacked).reshape(x.shape[0], n_components, d)
+    projected = projected - jnp.einsum("kd,kde->ke", means, precisions)[None]
     mahalanobis = jnp.sum(projected**2, axis=-1)
 
     log_det_precision = jnp.sum(jnp.log(jnp.diagonal(precisions, axis1=-2, axis2=-1)), axis=-1)
@@ -91,6 +99,12 @@ def responsibilities(x: jax.Array, params: GMMParams) -> jax.Array:
     return jax.nn.softmax(weighted, axis=-1)
 
 
+def _outer_upper(y: jax.Array) -> jax.Array:
+    """Return the upper triangles of y_i y_i^T, shape (N, d(d+1)/2), in ``triu_indices`` order."""
+    rows, cols = np.triu_indices(y.shape[-1])
+    return y[:, rows] * y[:, cols]
+
+
 def sufficient_statistics(y: jax.Array, resp: jax.Array) -> SufficientStatistics:
     """Compute n_k, s_k and S_k from records and their responsibilities.
 
@@ -104,8 +118,41 @@ def sufficient_statistics(y: jax.Array, resp: jax.Array) -> SufficientStatistics
     """
     counts = jnp.sum(resp, axis=0)
     first_moments = resp.T @ y
-    second_moments = jnp.einsum("nk,nd,ne->kde", resp, y, y)
+    second_moments = symmetric_from_upper(resp.T @ _outer_upper(y), y.shape[-1])
     return SufficientStatistics(counts, first_moments, second_moments)
+
+
+def _split_into_chunks(x: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
+    """Reshape records into (n_chunks, c, d) chunks of equal size c <= chunk_size.
+
+    The chunk size is ceil(N / n_chunks) with n_chunks = ceil(N / chunk_size),
+    so fewer than n_chunks rows are padding (zeros, masked out).
+
+    Returns:
+        ``(chunks, masks)`` of shapes (n_chunks, c, d) and (n_chunks, c).
+    """
+    n = x.shape[0]
+    n_chunks = max(1, -(-n // chunk_size))
+    size = -(-n // n_chunks)
+    padding = n_chunks * size - n
+    mask = jnp.arange(n_chunks * size) < n
+    if padding:
+        x = jnp.pad(x, ((0, padding), (0, 0)))
+    return x.reshape(n_chunks, size, x.shape[1]), mask.reshape(n_chunks, size)
+
+
+def _sum_over_chunks(fn: Callable, chunks: jax.Array, masks: jax.Array):
+    if chunks.shape[0] == 1:
+        return fn(chunks[0], masks[0])
+
+    zeros = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), jax.eval_shape(fn, chunks[0], masks[0]))
+
+    def body(total, inputs):
+        chunk, chunk_mask = inputs
+        return jax.tree.map(jnp.add, total, fn(chunk, chunk_mask)), None
+
+    total, _ = jax.lax.scan(body, zeros, (chunks, masks))
+    return total
 
 
 def chunked_sum(fn: Callable, x: jax.Array, chunk_size: int = DEFAULT_CHUNK_SIZE):
@@ -116,29 +163,36 @@ def chunked_sum(fn: Callable, x: jax.Array, chunk_size: int = DEFAULT_CHUNK_SIZE
             False on padding rows, to a pytree of sums.
         x: records of shape (N, d).
         chunk_size: maximum number of records per chunk. It bounds the size of
-            the (chunk, K, d) intermediate arrays.
+            the (chunk, K, d) intermediate arrays. The records are split into
+            ceil(N / chunk_size) chunks of equal size, so little work goes to
+            padding.
 
     Returns:
         The pytree of sums over all records.
     """
-    n = x.shape[0]
-    if n <= chunk_size:
-        return fn(x, jnp.ones(n, dtype=bool))
+    chunks, masks = _split_into_chunks(x, chunk_size)
+    return _sum_over_chunks(fn, chunks, masks)
 
-    n_chunks = -(-n // chunk_size)
-    padded = jnp.pad(x, ((0, n_chunks * chunk_size - n), (0, 0)))
-    mask = jnp.arange(n_chunks * chunk_size) < n
-    chunks = padded.reshape(n_chunks, chunk_size, x.shape[1])
-    masks = mask.reshape(n_chunks, chunk_size)
 
-    first = fn(chunks[0], masks[0])
+def _e_step_on_chunks(
+    chunks: jax.Array, masks: jax.Array, params: GMMParams
+) -> tuple[SufficientStatistics, jax.Array]:
+    """Run the E step on records already split by ``_split_into_chunks``."""
+    d = chunks.shape[-1]
+    precisions = precision_cholesky(params.covariances)
+    log_weights = jnp.log(params.weights)
 
-    def body(total, inputs):
-        chunk, chunk_mask = inputs
-        return jax.tree.map(jnp.add, total, fn(chunk, chunk_mask)), None
+    def chunk_statistics(chunk, mask):
+        weighted = _log_densities_from_precisions(chunk, params.means, precisions) + log_weights
+        log_norm = jax.scipy.special.logsumexp(weighted, axis=-1)
+        resp = jnp.exp(weighted - log_norm[:, None]) * mask[:, None]
+        # Second moments stay as upper triangles inside the loop, so each
+        # chunk costs one (K, c) x (c, d(d+1)/2) product.
+        sums = (jnp.sum(resp, axis=0), resp.T @ chunk, resp.T @ _outer_upper(chunk))
+        return sums, jnp.sum(jnp.where(mask, log_norm, 0.0))
 
-    total, _ = jax.lax.scan(body, first, (chunks[1:], masks[1:]))
-    return total
+    (counts, first_moments, upper), total = _sum_over_chunks(chunk_statistics, chunks, masks)
+    return SufficientStatistics(counts, first_moments, symmetric_from_upper(upper, d)), total
 
 
 def e_step(
@@ -149,15 +203,8 @@ def e_step(
     Returns:
         ``(statistics, total_log_likelihood)`` summed over the N records.
     """
-
-    def chunk_statistics(chunk, mask):
-        weighted = component_log_densities(chunk, params) + jnp.log(params.weights)
-        log_norm = jax.scipy.special.logsumexp(weighted, axis=-1)
-        resp = jnp.exp(weighted - log_norm[:, None]) * mask[:, None]
-        stats = sufficient_statistics(chunk, resp)
-        return stats, jnp.sum(jnp.where(mask, log_norm, 0.0))
-
-    return chunked_sum(chunk_statistics, x, chunk_size)
+    chunks, masks = _split_into_chunks(x, chunk_size)
+    return _e_step_on_chunks(chunks, masks, params)
 
 
 def m_step(stats: SufficientStatistics, reg_covar: float) -> GMMParams:
@@ -208,7 +255,8 @@ def fit_em(
     """
     n = x.shape[0]
     shift = jnp.mean(x, axis=0)
-    centred = x - shift
+    # Split once, outside the loop, so no iteration copies the records.
+    chunks, masks = _split_into_chunks(x - shift, chunk_size)
     init = GMMParams(init.weights.astype(x.dtype), (init.means - shift).astype(x.dtype), init.covariances.astype(x.dtype))
 
     def cond(state):
@@ -218,7 +266,7 @@ def fit_em(
 
     def body(state):
         params, _, current, iteration = state
-        stats, total = e_step(centred, params, chunk_size)
+        stats, total = _e_step_on_chunks(chunks, masks, params)
         new_params = m_step(stats, reg_covar)
         # ``current`` holds the log-likelihood of the previous E step, which
         # sklearn's GaussianMixture compares against in the same way.
@@ -230,7 +278,7 @@ def fit_em(
     state = jax.lax.while_loop(lambda s: (s[3] == 0) | cond(s), body, state)
     params, previous, current, n_iter = state
 
-    _, final_total = e_step(centred, params, chunk_size)
+    _, final_total = _e_step_on_chunks(chunks, masks, params)
     converged = jnp.abs(current - previous) < tol
     params = GMMParams(params.weights, params.means + shift, params.covariances)
     return EMResult(params, final_total / n, n_iter, converged)
