@@ -122,11 +122,15 @@ def sufficient_statistics(y: jax.Array, resp: jax.Array) -> SufficientStatistics
     return SufficientStatistics(counts, first_moments, second_moments)
 
 
-def _split_into_chunks(x: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
+def split_into_chunks(
+    x: jax.Array, chunk_size: int, mask: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Reshape records into (n_chunks, c, d) chunks of equal size c <= chunk_size.
 
     The chunk size is ceil(N / n_chunks) with n_chunks = ceil(N / chunk_size),
-    so fewer than n_chunks rows are padding (zeros, masked out).
+    so fewer than n_chunks rows are padding (zeros, masked out). ``mask``, of
+    shape (N,), marks further rows to leave out, such as padding added by the
+    caller.
 
     Returns:
         ``(chunks, masks)`` of shapes (n_chunks, c, d) and (n_chunks, c).
@@ -135,9 +139,11 @@ def _split_into_chunks(x: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Ar
     n_chunks = max(1, -(-n // chunk_size))
     size = -(-n // n_chunks)
     padding = n_chunks * size - n
-    mask = jnp.arange(n_chunks * size) < n
+    if mask is None:
+        mask = jnp.ones(n, dtype=bool)
     if padding:
         x = jnp.pad(x, ((0, padding), (0, 0)))
+        mask = jnp.pad(mask, (0, padding))
     return x.reshape(n_chunks, size, x.shape[1]), mask.reshape(n_chunks, size)
 
 
@@ -145,13 +151,15 @@ def _sum_over_chunks(fn: Callable, chunks: jax.Array, masks: jax.Array):
     if chunks.shape[0] == 1:
         return fn(chunks[0], masks[0])
 
-    zeros = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), jax.eval_shape(fn, chunks[0], masks[0]))
+    # The first chunk's sums start the carry, so the carry has the type of
+    # fn's output, including shard_map's per-device (varying) type.
+    first = fn(chunks[0], masks[0])
 
     def body(total, inputs):
         chunk, chunk_mask = inputs
         return jax.tree.map(jnp.add, total, fn(chunk, chunk_mask)), None
 
-    total, _ = jax.lax.scan(body, zeros, (chunks, masks))
+    total, _ = jax.lax.scan(body, first, (chunks[1:], masks[1:]))
     return total
 
 
@@ -170,14 +178,14 @@ def chunked_sum(fn: Callable, x: jax.Array, chunk_size: int = DEFAULT_CHUNK_SIZE
     Returns:
         The pytree of sums over all records.
     """
-    chunks, masks = _split_into_chunks(x, chunk_size)
+    chunks, masks = split_into_chunks(x, chunk_size)
     return _sum_over_chunks(fn, chunks, masks)
 
 
-def _e_step_on_chunks(
+def e_step_on_chunks(
     chunks: jax.Array, masks: jax.Array, params: GMMParams
 ) -> tuple[SufficientStatistics, jax.Array]:
-    """Run the E step on records already split by ``_split_into_chunks``."""
+    """Run the E step on records already split by ``split_into_chunks``."""
     d = chunks.shape[-1]
     precisions = precision_cholesky(params.covariances)
     log_weights = jnp.log(params.weights)
@@ -203,8 +211,8 @@ def e_step(
     Returns:
         ``(statistics, total_log_likelihood)`` summed over the N records.
     """
-    chunks, masks = _split_into_chunks(x, chunk_size)
-    return _e_step_on_chunks(chunks, masks, params)
+    chunks, masks = split_into_chunks(x, chunk_size)
+    return e_step_on_chunks(chunks, masks, params)
 
 
 def m_step(stats: SufficientStatistics, reg_covar: float) -> GMMParams:
@@ -256,8 +264,41 @@ def fit_em(
     n = x.shape[0]
     shift = jnp.mean(x, axis=0)
     # Split once, outside the loop, so no iteration copies the records.
-    chunks, masks = _split_into_chunks(x - shift, chunk_size)
-    init = GMMParams(init.weights.astype(x.dtype), (init.means - shift).astype(x.dtype), init.covariances.astype(x.dtype))
+    chunks, masks = split_into_chunks(x - shift, chunk_size)
+    return run_em_loop(lambda params: e_step_on_chunks(chunks, masks, params), init, n, shift, max_iter, tol, reg_covar)
+
+
+def run_em_loop(
+    e_step_fn: Callable[[GMMParams], tuple[SufficientStatistics, jax.Array]],
+    init: GMMParams,
+    n_records,
+    shift: jax.Array,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+) -> EMResult:
+    """Run the EM loop of ``fit_em`` around a given E step.
+
+    ``fit_em`` and the data-parallel ``dpgmm_jax.parallel.fit_em_sharded``
+    share this loop, so both stop by the same rule.
+
+    Args:
+        e_step_fn: maps parameters in shifted coordinates to
+            ``(statistics, total_log_likelihood)`` over all records.
+        init: initial parameters in data coordinates.
+        n_records: number of records N.
+        shift: the vector subtracted from every record, shape (d,); its dtype
+            sets the dtype of the fit.
+        max_iter: maximum number of EM iterations.
+        tol: tolerance on the change of the mean log-likelihood; 0 turns the
+            tolerance stop off.
+        reg_covar: non-negative value added to every covariance diagonal.
+
+    Returns:
+        An ``EMResult`` in data coordinates.
+    """
+    dtype = shift.dtype
+    init = GMMParams(init.weights.astype(dtype), (init.means - shift).astype(dtype), init.covariances.astype(dtype))
 
     def cond(state):
         _, previous, current, iteration = state
@@ -266,22 +307,22 @@ def fit_em(
 
     def body(state):
         params, _, current, iteration = state
-        stats, total = _e_step_on_chunks(chunks, masks, params)
+        stats, total = e_step_fn(params)
         new_params = m_step(stats, reg_covar)
-        # ``current`` holds the log-likelihood of the previous E step, which
+        # ``current`` is the log-likelihood of the previous E step, which
         # sklearn's GaussianMixture compares against in the same way.
-        return new_params, current, total / n, iteration + 1
+        return new_params, current, total / n_records, iteration + 1
 
     # The first iteration always runs: before it both log-likelihoods are -inf.
-    minus_inf = jnp.asarray(-jnp.inf, dtype=x.dtype)
+    minus_inf = jnp.asarray(-jnp.inf, dtype=dtype)
     state = (init, minus_inf, minus_inf, jnp.asarray(0))
     state = jax.lax.while_loop(lambda s: (s[3] == 0) | cond(s), body, state)
     params, previous, current, n_iter = state
 
-    _, final_total = _e_step_on_chunks(chunks, masks, params)
+    _, final_total = e_step_fn(params)
     converged = jnp.abs(current - previous) < tol
     params = GMMParams(params.weights, params.means + shift, params.covariances)
-    return EMResult(params, final_total / n, n_iter, converged)
+    return EMResult(params, final_total / n_records, n_iter, converged)
 
 
 def initial_params_from_means(x, means, reg_covar: float = 1e-6) -> GMMParams:
