@@ -18,6 +18,7 @@ from dpgmm_jax.algorithms import ReleaseConfig, data_independent_init, dp_em, or
 from dpgmm_jax.allocation import closed_form_shares, cost_coefficients, equal_shares, predicted_expected_kl
 from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import EMResult, e_step, fit_em, log_prob, m_step, responsibilities, sufficient_statistics
+from dpgmm_jax.estimator import DPGaussianMixture
 from dpgmm_jax.kl import best_matching, gaussian_kl, kl_monte_carlo, matched_bound, permute_components, sample
 from dpgmm_jax.mechanism import (
     add_noise,
@@ -33,6 +34,7 @@ from dpgmm_jax.validation import PrivacyLeakWarning
 __version__ = "0.1.0"
 
 __all__ = [
+    "DPGaussianMixture",
     "Domain",
     "EMResult",
     "GMMParams",

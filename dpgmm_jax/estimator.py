@@ -1,0 +1,535 @@
+"""A scikit-learn estimator that releases a Gaussian mixture under (epsilon, delta)-DP.
+
+``DPGaussianMixture`` wraps ``dpgmm_jax.release.release_gmm``: ``fit`` runs
+the private mechanism once and stores the released mixture in data units,
+and every other method (``predict``, ``score_samples``, ``sample``, ...) is
+post-processing of that release, which costs no privacy budget.
+"""
+
+import logging
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin, clone
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from dpgmm_jax.accounting import NeighbouringRelation
+from dpgmm_jax.domain import Domain
+from dpgmm_jax.em import log_prob, precision_cholesky, responsibilities
+from dpgmm_jax.kl import sample as sample_mixture
+from dpgmm_jax.release import fresh_key, release_gmm
+from dpgmm_jax.types import GMMParams
+from dpgmm_jax.validation import check_delta, check_epsilon, check_n_components
+
+logger = logging.getLogger(__name__)
+
+# TODO: add "labelled" once release_gmm supports it; ``fit`` must then pass
+# its ``y`` to release_gmm as the component label of each record.
+MODES = ("dp_em",)
+# "optax" is passed through to ReleaseConfig, which rejects it until the
+# optax allocation solver is wired into it.
+ALLOCATIONS = ("closed_form", "equal", "optax")
+RELATIONS = tuple(relation.value for relation in NeighbouringRelation)
+
+
+class DPGaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture with full covariances, released under (epsilon, delta)-DP.
+
+    ``fit`` spends the whole privacy budget on one run of the release
+    mechanism (``dpgmm_jax.release.release_gmm``). The fitted parameters are
+    the published mixture: every other method only reads them, so calling
+    ``predict``, ``score_samples`` or ``sample`` any number of times costs no
+    further privacy.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components K.
+
+    epsilon : float, default=1.0
+        Privacy budget, finite and > 0.
+
+    delta : float, default=1e-5
+        Privacy parameter in (0, 1); choose it below 1/N for N records.
+
+    bounds : tuple of (array-like of shape (n_features,), array-like of shape (n_features,)), default=None
+        Public per-feature lower and upper bounds of the data domain, in data
+        units. They must come from knowledge about the data source, never
+        from the records. Give either ``bounds`` or ``centre`` and ``radius``.
+
+    centre : array-like of shape (n_features,), default=None
+        Centre of a public ball domain ``||x - centre|| <= radius``.
+
+    radius : float, default=None
+        Radius of the public ball domain, in data units.
+
+    mode : {"dp_em"}, default="dp_em"
+        Release algorithm. "dp_em" runs ``max_iter`` iterations of
+        differentially private EM from a data-independent start.
+
+    allocation : {"closed_form", "equal", "optax"}, default="closed_form"
+        How each release splits its budget across weights, means and
+        covariances; passed to ``dpgmm_jax.algorithms.ReleaseConfig``.
+
+    max_iter : int, default=10
+        Number of DP-EM iterations T. Each iteration is one noisy release, and
+        the budget is split across them, so more iterations mean more noise
+        per iteration.
+
+    tol : float, default=1e-3
+        Accepted for compatibility with ``sklearn.mixture.GaussianMixture``
+        and not used. DP-EM runs exactly ``max_iter`` iterations because
+        each one spends a planned share of the budget, and a stop on the
+        change in log-likelihood would read the data outside the mechanism.
+
+    last_share : float or None, default=0.5
+        Share of the squared GDP budget mu^2 spent on the last DP-EM
+        iteration, in (0, 1); the other iterations split the rest evenly.
+        None splits mu^2 evenly over all iterations.
+
+    relation : {"add_or_remove_one", "replace_one"}, default="add_or_remove_one"
+        Neighbouring relation of the guarantee. "replace_one" doubles every
+        sensitivity.
+
+    noise_floor_factor : float, default=0.0
+        Factor kappa >= 0 of the noise-aware floor on released covariance
+        eigenvalues (``dpgmm_jax.mechanism.postprocess``); 0 turns it off.
+
+    random_state : int, numpy.random.RandomState, JAX PRNG key or None, default=None
+        Source of the privacy noise and of ``sample``. None draws the noise
+        from operating-system entropy. An int seeds ``jax.random.key(int)``,
+        which makes releases reproducible: anyone who learns the seed can
+        subtract the noise, so publish only releases fitted with None or a
+        secret seed.
+
+    accountant : object, default=None
+        A privacy ledger with a method ``spend(epsilon, delta, description)``
+        that records the spend or raises when the budget is exhausted.
+        ``fit`` calls it after validating every parameter and before any
+        noise is drawn. ``sklearn.base.clone`` shares the accountant with
+        the clone instead of copying it, so clones spend from one ledger.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        Released mixture weights, on the probability simplex.
+
+    means_ : ndarray of shape (n_components, n_features)
+        Released component means, in data units.
+
+    covariances_ : ndarray of shape (n_components, n_features, n_features)
+        Released covariances, symmetric positive definite, in data units.
+
+    precisions_cholesky_ : ndarray of shape (n_components, n_features, n_features)
+        Upper-triangular P_k with ``inv(covariances_[k]) = P_k @ P_k.T``, as
+        in ``sklearn.mixture.GaussianMixture``.
+
+    converged_ : bool
+        Always True after ``fit``: DP-EM has no convergence test and ran all
+        of its planned iterations (see ``tol``).
+
+    n_iter_ : int
+        Number of noisy releases that ``fit`` ran.
+
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during ``fit``, defined only when ``X`` has
+        string column names.
+
+    domain_ : dpgmm_jax.domain.Domain
+        The domain the release used.
+
+    privacy_ : dict
+        Privacy metadata of the release (``dpgmm_jax.release.privacy_metadata``):
+        epsilon, delta, mu, neighbouring relation, mode, domain, versions and
+        ``dp_guarantee``, which is False when the domain was derived from the
+        data.
+
+    See Also
+    --------
+    sklearn.mixture.GaussianMixture : The non-private estimator this one mirrors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dpgmm_jax import DPGaussianMixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-2, 0.5, (500, 2)), rng.normal(2, 0.5, (500, 2))])
+    >>> gmm = DPGaussianMixture(n_components=2, epsilon=1.0, delta=1e-5,
+    ...                         bounds=([-4, -4], [4, 4]), random_state=0).fit(X)
+    >>> gmm.means_.shape
+    (2, 2)
+    >>> gmm.privacy_["dp_guarantee"]
+    True
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        epsilon=1.0,
+        delta=1e-5,
+        bounds=None,
+        centre=None,
+        radius=None,
+        mode="dp_em",
+        allocation="closed_form",
+        max_iter=10,
+        tol=1e-3,
+        last_share=0.5,
+        relation="add_or_remove_one",
+        noise_floor_factor=0.0,
+        random_state=None,
+        accountant=None,
+    ):
+        self.n_components = n_components
+        self.epsilon = epsilon
+        self.delta = delta
+        self.bounds = bounds
+        self.centre = centre
+        self.radius = radius
+        self.mode = mode
+        self.allocation = allocation
+        self.max_iter = max_iter
+        self.tol = tol
+        self.last_share = last_share
+        self.relation = relation
+        self.noise_floor_factor = noise_floor_factor
+        self.random_state = random_state
+        self.accountant = accountant
+
+    def __sklearn_clone__(self):
+        # The default clone deep-copies every parameter, which would give the
+        # clone its own copy of the ledger, but clones must spend from one ledger.
+        params = self.get_params(deep=False)
+        accountant = params.pop("accountant")
+        cloned_params = {name: clone(value, safe=False) for name, value in params.items()}
+        return type(self)(**cloned_params, accountant=accountant)
+
+    def _validate_params(self):
+        """Check every parameter and return (epsilon, delta) as floats."""
+        epsilon = check_epsilon(self.epsilon)
+        delta = check_delta(self.delta)
+        check_n_components(self.n_components)
+
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got mode={self.mode!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got allocation={self.allocation!r}")
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
+            raise ValueError(
+                f"max_iter must be an integer >= 1, got max_iter={self.max_iter!r}; "
+                "it is the number of DP-EM iterations, for example max_iter=10"
+            )
+        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not 0.0 <= self.tol < np.inf:
+            raise ValueError(f"tol must be a finite number >= 0, got tol={self.tol!r}")
+
+        has_ball = self.centre is not None or self.radius is not None
+        if self.bounds is not None and has_ball:
+            raise ValueError(
+                "give the public domain either as bounds=(lower, upper) or as centre and radius, "
+                f"not both; got bounds={self.bounds!r}, centre={self.centre!r}, radius={self.radius!r}"
+            )
+        if has_ball and (self.centre is None or self.radius is None):
+            raise ValueError(
+                "a ball domain needs both centre and radius, got "
+                f"centre={self.centre!r}, radius={self.radius!r}"
+            )
+        if self.bounds is not None and (not isinstance(self.bounds, (tuple, list)) or len(self.bounds) != 2):
+            raise ValueError(
+                f"bounds must be a pair (lower, upper) of per-feature arrays, got bounds={self.bounds!r}"
+            )
+        if self.last_share is not None and (
+            isinstance(self.last_share, bool)
+            or not isinstance(self.last_share, numbers.Real)
+            or not 0.0 < self.last_share < 1.0
+        ):
+            raise ValueError(
+                f"last_share must be in (0, 1) or None, got last_share={self.last_share!r}; "
+                "pass None to split the budget evenly over the iterations"
+            )
+        if self.relation not in RELATIONS:
+            raise ValueError(f"relation must be one of {RELATIONS}, got relation={self.relation!r}")
+        if (
+            isinstance(self.noise_floor_factor, bool)
+            or not isinstance(self.noise_floor_factor, numbers.Real)
+            or not 0.0 <= self.noise_floor_factor < np.inf
+        ):
+            raise ValueError(
+                f"noise_floor_factor must be a finite number >= 0, got noise_floor_factor={self.noise_floor_factor!r}; "
+                "pass 0 to turn the noise-aware eigenvalue floor off"
+            )
+        if self.accountant is not None and not callable(getattr(self.accountant, "spend", None)):
+            raise TypeError(
+                "accountant must provide a method spend(epsilon, delta, description), "
+                f"got accountant={self.accountant!r}; pass None to fit without a ledger"
+            )
+        return epsilon, delta
+
+    def _domain(self, X) -> Domain:
+        """Build the declared domain, or derive one from X with a PrivacyLeakWarning."""
+        if self.bounds is not None:
+            domain = Domain.from_bounds(*self.bounds)
+        elif self.centre is not None:
+            domain = Domain.from_ball(self.centre, self.radius)
+        else:
+            if X.shape[0] == 1:
+                raise ValueError(
+                    "cannot derive a data domain from n_samples=1 record; "
+                    "pass public bounds=(lower, upper) or centre and radius"
+                )
+            return Domain.from_data(X)
+
+        if domain.n_features != X.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features but the declared domain has {domain.n_features}; "
+                "give one bound, or one centre coordinate, per feature"
+            )
+        return domain
+
+    def _key(self, stream: int) -> jax.Array:
+        """Return the PRNG key of one random stream: 0 for the release, 1 for ``sample``.
+
+        Stream 0 of an int seed s is ``jax.random.key(s)``, the key that
+        ``release_gmm`` would be given directly.
+        """
+        state = self.random_state
+        if state is None:
+            return fresh_key()
+        if isinstance(state, np.random.RandomState):
+            # A RandomState advances on every call, as in scikit-learn.
+            key = jax.random.key(int(state.randint(np.iinfo(np.int32).max)))
+        elif isinstance(state, jax.Array) and jnp.issubdtype(state.dtype, jax.dtypes.prng_key):
+            key = state
+        elif isinstance(state, numbers.Integral) and not isinstance(state, bool) and state >= 0:
+            key = jax.random.key(int(state))
+        else:
+            raise ValueError(
+                "random_state must be None, an int >= 0, a numpy.random.RandomState or a JAX PRNG key, "
+                f"got random_state={state!r}"
+            )
+        return key if stream == 0 else jax.random.fold_in(key, stream)
+
+    def fit(self, X, y=None):
+        """Release a Gaussian mixture of X under (epsilon, delta)-DP.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The private records. Records outside the domain are projected
+            onto it.
+
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : DPGaussianMixture
+            The fitted estimator.
+
+        Raises
+        ------
+        ValueError, TypeError
+            On an invalid parameter or input, before the accountant is
+            charged and before any noise is drawn.
+        """
+        epsilon, delta = self._validate_params()
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=1)
+        domain = self._domain(X)
+        key = self._key(stream=0)
+
+        if self.accountant is not None:
+            description = (
+                f"DPGaussianMixture.fit(mode={self.mode!r}, n_components={self.n_components}, "
+                f"max_iter={self.max_iter})"
+            )
+            self.accountant.spend(epsilon, delta, description)
+
+        params, metadata = release_gmm(
+            X,
+            epsilon=epsilon,
+            delta=delta,
+            domain=domain,
+            n_components=self.n_components,
+            mode=self.mode,
+            key=key,
+            n_iter=self.max_iter,
+            last_share=None if self.last_share is None else float(self.last_share),
+            allocation=self.allocation,
+            relation=self.relation,
+            noise_floor_factor=float(self.noise_floor_factor),
+        )
+        logger.info("released a %d-component mixture in mode %s", self.n_components, metadata["mode"])
+
+        self.weights_ = np.asarray(params.weights)
+        self.means_ = np.asarray(params.means)
+        self.covariances_ = np.asarray(params.covariances)
+        self.precisions_cholesky_ = np.asarray(precision_cholesky(jnp.asarray(self.covariances_)))
+        self.domain_ = domain
+        self.privacy_ = metadata
+        self.n_iter_ = int(metadata["n_iter"])
+        self.converged_ = True
+        return self
+
+    def _centred(self, X):
+        """Validate X and shift X and the released mixture by the domain centre.
+
+        Log-densities are invariant under a common shift, and centring keeps
+        the Mahalanobis terms well conditioned when the data sit far from
+        the origin, as they do in data units.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        centre = self.domain_.centre
+        params = GMMParams(
+            jnp.asarray(self.weights_), jnp.asarray(self.means_ - centre), jnp.asarray(self.covariances_)
+        )
+        return jnp.asarray(X - centre.astype(X.dtype)), params
+
+    def score_samples(self, X):
+        """Compute the log-density of the released mixture at each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in data units.
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,)
+            log p(x) under the released mixture, in data units.
+        """
+        X, params = self._centred(X)
+        return np.asarray(log_prob(X, params))
+
+    def score(self, X, y=None):
+        """Compute the mean log-density of the released mixture over X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in data units.
+
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        log_likelihood : float
+            Mean of ``score_samples(X)``.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X):
+        """Compute the posterior probability of each component for each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in data units.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+            Responsibilities under the released mixture; each row sums to one.
+        """
+        X, params = self._centred(X)
+        return np.asarray(responsibilities(X, params))
+
+    def predict(self, X):
+        """Assign each sample to its most probable component.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in data units.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Component indices, the argmax of ``predict_proba(X)``.
+        """
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    def sample(self, n_samples=1):
+        """Draw synthetic samples from the released mixture.
+
+        Sampling is post-processing of the release and costs no privacy
+        budget. As in ``sklearn.mixture.GaussianMixture``, the samples are
+        grouped by component.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples, >= 1.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            The samples, in data units.
+
+        y : ndarray of shape (n_samples,)
+            The component each sample was drawn from.
+        """
+        check_is_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be an integer >= 1, got n_samples={n_samples!r}")
+
+        key_labels, key_components = jax.random.split(self._key(stream=1))
+        labels = np.asarray(
+            jax.random.categorical(key_labels, jnp.log(jnp.asarray(self.weights_)), shape=(n_samples,))
+        )
+        counts = np.bincount(labels, minlength=self.n_components)
+
+        # Each component is a one-component mixture for dpgmm_jax.kl.sample.
+        blocks = []
+        for k, key in enumerate(jax.random.split(key_components, self.n_components)):
+            if counts[k]:
+                component = GMMParams(
+                    jnp.ones(1, self.weights_.dtype),
+                    jnp.asarray(self.means_[k : k + 1]),
+                    jnp.asarray(self.covariances_[k : k + 1]),
+                )
+                blocks.append(np.asarray(sample_mixture(key, component, int(counts[k]))))
+        return np.concatenate(blocks), np.repeat(np.arange(self.n_components), counts)
+
+    def _n_parameters(self) -> int:
+        """Return the number of free parameters of a full-covariance mixture."""
+        n_features = self.means_.shape[1]
+        covariance_parameters = self.n_components * n_features * (n_features + 1) // 2
+        return covariance_parameters + self.n_components * n_features + self.n_components - 1
+
+    def bic(self, X):
+        """Compute the Bayesian information criterion of the release on X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in data units.
+
+        Returns
+        -------
+        bic : float
+            ``-2 log L + p log(n)`` for p free parameters; lower is better.
+        """
+        n_samples = np.shape(X)[0]
+        return -2.0 * self.score(X) * n_samples + self._n_parameters() * np.log(n_samples)
+
+    def aic(self, X):
+        """Compute the Akaike information criterion of the release on X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in data units.
+
+        Returns
+        -------
+        aic : float
+            ``-2 log L + 2 p`` for p free parameters; lower is better.
+        """
+        return -2.0 * self.score(X) * np.shape(X)[0] + 2.0 * self._n_parameters()
