@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpgmm_jax.accounting import NeighbouringRelation, iteration_schedule
+from dpgmm_jax.accounting import NeighbouringRelation, iteration_schedule, sensitivity_multiplier
 from dpgmm_jax.allocation import closed_form_shares, cost_coefficients, equal_shares
 from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, e_step, sufficient_statistics
 from dpgmm_jax.mechanism import (
@@ -38,6 +38,7 @@ from dpgmm_jax.types import GMMParams, NoiseScales, Release, SufficientStatistic
 from dpgmm_jax.validation import check_n_components
 
 ALLOCATIONS = ("closed_form", "equal", "optax")
+STARTS = ("data_independent", "histogram")
 
 
 class ReleaseConfig(NamedTuple):
@@ -66,6 +67,12 @@ class ReleaseConfig(NamedTuple):
         solver_steps: optimiser steps of the optax solver.
         pilot_fraction: share of mu^2 the labelled mode spends on its pilot
             release, in (0, 1).
+        start: how DP-EM starts, "data_independent" (public quantities only)
+            or "histogram" (a noisy histogram of the records, see
+            ``histogram_start``).
+        start_share: share of mu^2 the histogram start spends, in (0, 1).
+        histogram_cells: target number of histogram cells; each axis gets
+            max(2, floor(cells^(1/d))) bins.
     """
 
     n_components: int
@@ -81,6 +88,9 @@ class ReleaseConfig(NamedTuple):
     solver_draws: int = 64
     solver_steps: int = 50
     pilot_fraction: float = 0.1
+    start: str = "data_independent"
+    start_share: float = 0.1
+    histogram_cells: int = 256
 
     def validate(self) -> "ReleaseConfig":
         """Check every field and return the config, raising ValueError on a bad one."""
@@ -104,6 +114,12 @@ class ReleaseConfig(NamedTuple):
                 f"solver_draws must be >= 1 and solver_steps >= 0, got "
                 f"solver_draws={self.solver_draws}, solver_steps={self.solver_steps}"
             )
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got start={self.start!r}")
+        if not 0.0 < self.start_share < 1.0:
+            raise ValueError(f"start_share must be in (0, 1), got start_share={self.start_share}")
+        if self.histogram_cells < 2:
+            raise ValueError(f"histogram_cells must be >= 2, got histogram_cells={self.histogram_cells}")
         if not 0.0 < self.pilot_fraction < 1.0:
             raise ValueError(f"pilot_fraction must be in (0, 1), got pilot_fraction={self.pilot_fraction}")
         return self
@@ -130,6 +146,74 @@ def data_independent_init(key: jax.Array, n_components: int, n_features: int, ra
     )
     weights = jnp.full((n_components,), 1.0 / n_components, dtype)
     return Release(GMMParams(weights, means, covariances), jnp.ones((n_components,), dtype))
+
+
+MAX_HISTOGRAM_CELLS = 2**16
+
+
+def histogram_bins(n_features: int, target_cells: int) -> int:
+    """Return the bins per axis of the histogram start: max(2, floor(cells^(1/d)))."""
+    return max(2, int(np.floor(target_cells ** (1.0 / n_features) + 1e-9)))
+
+
+def histogram_start(
+    key: jax.Array, y: jax.Array, mu, radius, half_width, config: ReleaseConfig
+) -> Release:
+    """Start DP-EM from the highest cells of a noisy histogram of the records.
+
+    The cube [-a, a]^d (a = ``half_width``, which contains the domain) is cut
+    into b^d cells. One record changes one cell count by one, so the count
+    vector has L2 sensitivity 1 under add/remove, and adding N(0, 1/mu^2)
+    noise to every count is mu-GDP (doubled sensitivity under replace-one).
+    The K starting means are the centres of the highest noisy cells, picked
+    greedily; each pick suppresses its neighbours (cells within one bin on
+    every axis) so that one cluster does not take several starts. The noisy
+    counts of the picks give the weights, and every covariance starts as
+    (cell width)^2 I.
+
+    Args:
+        key: PRNG key for the histogram noise.
+        y: records in mechanism coordinates, shape (N, d).
+        mu: GDP budget of the histogram.
+        radius: the domain radius R.
+        half_width: a, half the side of the cube holding the domain.
+        config: static settings (n_components, histogram_cells, relation).
+
+    Returns:
+        A ``Release`` with the starting mixture and the picks' noisy counts.
+    """
+    n_features = y.shape[1]
+    bins = histogram_bins(n_features, config.histogram_cells)
+    n_cells = bins**n_features
+    width = 2.0 * half_width / bins
+
+    cell_of_axis = jnp.clip(jnp.floor((y + half_width) / width), 0, bins - 1).astype(jnp.int32)
+    strides = bins ** jnp.arange(n_features, dtype=jnp.int32)
+    cells = cell_of_axis @ strides
+    counts = jnp.zeros(n_cells, y.dtype).at[cells].add(1.0)
+
+    sigma = sensitivity_multiplier(config.relation) / mu
+    noisy = counts + sigma * jax.random.normal(key, (n_cells,), y.dtype)
+
+    grid = (jnp.arange(n_cells)[:, None] // strides[None, :]) % bins
+
+    def pick(scores, _):
+        best = jnp.argmax(scores)
+        neighbours = jnp.max(jnp.abs(grid - grid[best]), axis=-1) <= 1
+        return jnp.where(neighbours, -jnp.inf, scores), (best, scores[best])
+
+    _, (picked, picked_counts) = jax.lax.scan(pick, noisy, None, length=config.n_components)
+
+    means = -half_width + (grid[picked] + 0.5) * width
+    means = means.astype(y.dtype)
+    norms = jnp.linalg.norm(means, axis=-1, keepdims=True)
+    means = means * jnp.minimum(1.0, radius / jnp.maximum(norms, 1e-30))
+
+    picked_counts = jnp.maximum(jnp.where(jnp.isfinite(picked_counts), picked_counts, 0.0), config.count_floor)
+    weights = picked_counts / jnp.sum(picked_counts)
+    covariances = jnp.broadcast_to(width**2 * jnp.eye(n_features, dtype=y.dtype),
+                                   (config.n_components, n_features, n_features))
+    return Release(GMMParams(weights, means, covariances), picked_counts)
 
 
 def solver_settings(config: ReleaseConfig) -> SolverSettings:
@@ -163,9 +247,11 @@ def allocate_shares(key: jax.Array, stats: SufficientStatistics, mu, radius, con
     return closed_form_shares(costs, group_sensitivities(radius, config.relation), config.min_share)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def dp_em(key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig) -> Release:
-    """Fit a Gaussian mixture by differentially private EM.
+@functools.partial(jax.jit, static_argnames=("config", "half_width"))
+def dp_em_trace(
+    key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig, half_width: float | None = None
+) -> tuple[Release, jax.Array]:
+    """Fit a Gaussian mixture by differentially private EM and trace the allocations.
 
     Args:
         key: PRNG key; it is split into the start and one key per release.
@@ -173,16 +259,30 @@ def dp_em(key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig) -> Re
         mu: total GDP budget of the run.
         radius: the domain radius R.
         config: static release settings.
+        half_width: half the side of a cube holding the domain, used by the
+            histogram start; None takes the radius (a cube around the ball).
+            For a domain from per-feature bounds pass 1.0.
 
     Returns:
-        The last release. The whole run is mu-GDP under ``config.relation``.
+        ``(release, shares)``: the last release and each iteration's split of
+        its mu_t^2, shape (n_iter, K, 3). The whole run is mu-GDP under
+        ``config.relation``: the histogram start, if any, spends
+        ``start_share`` of mu^2 and the iterations the rest.
     """
     n_features = y.shape[1]
     key_init, key_releases = jax.random.split(key)
-    start = data_independent_init(key_init, config.n_components, n_features, radius, y.dtype)
+    iterations_share = 1.0
+
+    if uses_histogram_start(config, n_features):
+        iterations_share = 1.0 - config.start_share
+        cube = radius if half_width is None else half_width
+        start = histogram_start(key_init, y, jnp.sqrt(config.start_share) * mu, radius, cube, config)
+    else:
+        # NOTE: above 2^16 histogram cells (d > 16) the histogram start falls back to the data-independent start.
+        start = data_independent_init(key_init, config.n_components, n_features, radius, y.dtype)
 
     schedule = jnp.asarray(iteration_schedule(config.n_iter, config.last_share), dtype=y.dtype)
-    iteration_mus = jnp.sqrt(schedule) * mu
+    iteration_mus = jnp.sqrt(schedule * iterations_share) * mu
     release_keys = jax.random.split(key_releases, config.n_iter)
     first_iteration = jnp.arange(config.n_iter) == 0
 
@@ -200,10 +300,19 @@ def dp_em(key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig) -> Re
         current = release_statistics(
             release_key, stats, scales, radius, config.count_floor, config.eigenvalue_floor, config.noise_floor_factor
         )
-        return current, None
+        return current, shares
 
-    final, _ = jax.lax.scan(iteration, start, (release_keys, iteration_mus, first_iteration))
-    return final
+    final, shares = jax.lax.scan(iteration, start, (release_keys, iteration_mus, first_iteration))
+    return final, shares
+
+
+def dp_em(key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig, half_width: float | None = None) -> Release:
+    """Fit a Gaussian mixture by differentially private EM; see ``dp_em_trace`` for the arguments.
+
+    Returns:
+        The last release, mu-GDP under ``config.relation``.
+    """
+    return dp_em_trace(key, y, mu, radius, config, half_width)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -233,9 +342,17 @@ def oracle_release(key: jax.Array, y: jax.Array, fitted: GMMParams, mu, radius, 
     return release_statistics(key, stats, scales, radius, config.count_floor, config.eigenvalue_floor, config.noise_floor_factor)
 
 
-def schedule_mus(mu: float, config: ReleaseConfig) -> np.ndarray:
-    """Return the per-iteration mu_t of a DP-EM run with total budget mu."""
-    return np.sqrt(iteration_schedule(config.n_iter, config.last_share)) * mu
+def uses_histogram_start(config: ReleaseConfig, n_features: int) -> bool:
+    """Whether DP-EM with this config starts from the noisy histogram."""
+    return config.start == "histogram" and histogram_bins(n_features, config.histogram_cells) ** n_features <= MAX_HISTOGRAM_CELLS
+
+
+def schedule_mus(mu: float, config: ReleaseConfig, n_features: int) -> np.ndarray:
+    """Return the mu of every release of a DP-EM run with total budget mu, the start first if it spends any."""
+    schedule = iteration_schedule(config.n_iter, config.last_share)
+    if uses_histogram_start(config, n_features):
+        return np.sqrt(np.concatenate([[config.start_share], schedule * (1.0 - config.start_share)])) * mu
+    return np.sqrt(schedule) * mu
 
 
 def combine_inverse_variance(

@@ -67,7 +67,7 @@ def privacy_metadata(
     """
     mu = mu_from_epsilon_delta(epsilon, delta)
     if mode == "dp_em":
-        iteration_mus = schedule_mus(mu, config)
+        iteration_mus = schedule_mus(mu, config, domain.n_features)
     elif mode == "labelled":
         iteration_mus = np.sqrt([config.pilot_fraction, 1.0 - config.pilot_fraction]) * mu
     else:
@@ -94,6 +94,8 @@ def privacy_metadata(
         "allocation": config.allocation,
         "min_share": config.min_share,
         "n_iter": config.n_iter if mode == "dp_em" else 1,
+        "start": config.start if mode == "dp_em" else None,
+        "start_share": config.start_share if mode == "dp_em" and config.start == "histogram" else None,
         "pilot_fraction": config.pilot_fraction if mode == "labelled" else None,
         "last_share": config.last_share,
         "count_floor": config.count_floor,
@@ -198,7 +200,7 @@ def release_gmm(
     y_jax = jnp.asarray(y)
 
     if mode == "dp_em":
-        release = dp_em(key, y_jax, mu, domain.radius, config)
+        release = dp_em(key, y_jax, mu, domain.radius, config, 1.0 if domain.bounded_box else None)
     elif mode == "labelled":
         release = labelled_release(key, y_jax, jnp.asarray(labels), mu, domain.radius, config)
     else:
