@@ -101,10 +101,17 @@ class Domain(NamedTuple):
             PrivacyLeakWarning,
             stacklevel=2,
         )
-        lower = x.min(axis=0)
-        upper = x.max(axis=0)
-        width = np.maximum(upper - lower, 1e-12)
-        domain = cls.from_bounds(lower - 1e-9 * width, upper + 1e-9 * width)
+        lower = x.min(axis=0).astype(np.float64)
+        upper = x.max(axis=0).astype(np.float64)
+        span = upper - lower
+        # Widen each side by 1e-9 of the span, and by at least a few units in
+        # the last place so that the bounds stay distinct after rounding. A
+        # constant column gets the box [x - max(|x|, 1)/2, x + max(|x|, 1)/2].
+        magnitude = np.maximum(np.abs(lower), np.abs(upper))
+        padding = np.maximum(1e-9 * span, 4.0 * np.spacing(magnitude))
+        constant = span == 0
+        padding[constant] = 0.5 * np.maximum(magnitude[constant], 1.0)
+        domain = cls.from_bounds(lower - padding, upper + padding)
         return domain._replace(data_derived=True)
 
     def describe(self) -> dict:
@@ -146,6 +153,15 @@ def to_mechanism_coordinates(x, domain: Domain) -> tuple[np.ndarray, int]:
     n_projected = int(outside.sum())
     if n_projected:
         logger.info("projected %d of %d records onto the domain", n_projected, y.shape[0])
+    if n_projected == y.shape[0]:
+        # A local warning to the data owner, like the log line above; the
+        # count never enters a release.
+        warnings.warn(
+            f"all {y.shape[0]} records lie outside the domain and were projected onto its boundary; "
+            "check that the domain is declared in the units of the data",
+            UserWarning,
+            stacklevel=3,
+        )
     return y.astype(x.dtype, copy=False), n_projected
 
 

@@ -76,7 +76,8 @@ def check_data(x, n_features: int | None = None) -> np.ndarray:
         n_features: the dimension d that the declared domain expects, or None.
 
     Returns:
-        The records as an (N, d) float array (float32 input stays float32).
+        The records as an (N, d) float array. float32 input stays float32,
+        float16 becomes float32 and every other type becomes float64.
 
     Raises:
         TypeError: if the entries are not numbers.
@@ -106,6 +107,12 @@ def check_data(x, n_features: int | None = None) -> np.ndarray:
         raise ValueError(f"data has no features, got shape {array.shape}")
 
     if array.dtype.kind != "f":
+        array = array.astype(np.float64)
+    elif array.dtype == np.float16:
+        # With jax 0.9.2 a float16 release fails with NotImplementedError
+        # ("Unsupported dtype float16"), so compute in float32.
+        array = array.astype(np.float32)
+    elif array.dtype not in (np.float32, np.float64):
         array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
         n_bad = int(np.sum(~np.all(np.isfinite(array), axis=1)))
