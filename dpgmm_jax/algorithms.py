@@ -73,6 +73,8 @@ class ReleaseConfig(NamedTuple):
         start_share: share of mu^2 the histogram start spends, in (0, 1).
         histogram_cells: target number of histogram cells; each axis gets
             max(2, floor(cells^(1/d))) bins.
+        histogram_suppression: after each pick, the histogram start
+            suppresses cells within this many bins on every axis.
     """
 
     n_components: int
@@ -91,6 +93,7 @@ class ReleaseConfig(NamedTuple):
     start: str = "data_independent"
     start_share: float = 0.1
     histogram_cells: int = 256
+    histogram_suppression: int = 1
 
     def validate(self) -> "ReleaseConfig":
         """Check every field and return the config, raising ValueError on a bad one."""
@@ -118,6 +121,8 @@ class ReleaseConfig(NamedTuple):
             raise ValueError(f"start must be one of {STARTS}, got start={self.start!r}")
         if not 0.0 < self.start_share < 1.0:
             raise ValueError(f"start_share must be in (0, 1), got start_share={self.start_share}")
+        if self.histogram_suppression < 0:
+            raise ValueError(f"histogram_suppression must be >= 0, got histogram_suppression={self.histogram_suppression}")
         if self.histogram_cells < 2:
             raise ValueError(f"histogram_cells must be >= 2, got histogram_cells={self.histogram_cells}")
         if not 0.0 < self.pilot_fraction < 1.0:
@@ -199,7 +204,7 @@ def histogram_start(
 
     def pick(scores, _):
         best = jnp.argmax(scores)
-        neighbours = jnp.max(jnp.abs(grid - grid[best]), axis=-1) <= 1
+        neighbours = jnp.max(jnp.abs(grid - grid[best]), axis=-1) <= config.histogram_suppression
         return jnp.where(neighbours, -jnp.inf, scores), (best, scores[best])
 
     _, (picked, picked_counts) = jax.lax.scan(pick, noisy, None, length=config.n_components)
