@@ -185,7 +185,16 @@ def chunked_sum(fn: Callable, x: jax.Array, chunk_size: int = DEFAULT_CHUNK_SIZE
 def e_step_on_chunks(
     chunks: jax.Array, masks: jax.Array, params: GMMParams
 ) -> tuple[SufficientStatistics, jax.Array]:
-    """Run the E step on records already split by ``split_into_chunks``."""
+    """Run the E step on records already split by ``split_into_chunks``.
+
+    Args:
+        chunks: records of shape (n_chunks, c, d).
+        masks: shape (n_chunks, c), False on rows to leave out.
+        params: the current mixture.
+
+    Returns:
+        ``(statistics, total_log_likelihood)`` summed over the unmasked rows.
+    """
     d = chunks.shape[-1]
     precisions = precision_cholesky(params.covariances)
     log_weights = jnp.log(params.weights)
