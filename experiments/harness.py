@@ -1,12 +1,16 @@
 """Run release methods on one dataset over a grid of epsilons and trials.
 
-Each method becomes one compiled function of (keys, mus) that vmaps over
+Each method becomes one compiled function of (keys, budgets) that vmaps over
 trials and epsilons, so a sweep pays one compilation per method and dataset
-and loops over neither in Python. KL divergences to the non-private
-reference fit are evaluated the same way.
+and loops over neither in Python. The budget is the GDP parameter mu for
+DP-EM and the oracle, and an RDP-calibrated noise multiplier for the
+baselines of ``dpgmm_jax.baselines``. The scikit-learn reference is the one
+exception: it runs once per trial in Python. KL divergences to the
+non-private reference fit are evaluated the same way.
 """
 
 import logging
+import time
 from typing import NamedTuple
 
 import jax
@@ -16,20 +20,47 @@ from omegaconf import DictConfig, OmegaConf
 
 from dpgmm_jax.accounting import mu_from_epsilon_delta
 from dpgmm_jax.algorithms import ReleaseConfig, data_independent_init, dp_em, oracle_release
+from dpgmm_jax.baselines import (
+    DpsgdConfig,
+    ParkConfig,
+    dpsgd_gmm,
+    dpsgd_noise_multiplier,
+    park_dp_em,
+    park_noise_multiplier,
+    sklearn_fit,
+)
 from dpgmm_jax.data import Dataset, load_dataset
 from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinates
-from dpgmm_jax.em import fit_em
+from dpgmm_jax.em import fit_em, log_prob
 from dpgmm_jax.kl import best_matching, kl_monte_carlo, matched_bound, permute_components
 from dpgmm_jax.release import nonprivate_fit, privacy_metadata
 from dpgmm_jax.types import GMMParams
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS = ("dp_em", "oracle", "nonprivate")
+ALGORITHMS = ("dp_em", "oracle", "nonprivate", "park_dp_em", "dpsgd", "sklearn")
+# Algorithms whose budget is an RDP-calibrated noise multiplier instead of mu.
+RDP_ALGORITHMS = ("park_dp_em", "dpsgd")
+# Algorithms whose output carries a differential privacy guarantee (given a public domain).
+PRIVATE_ALGORITHMS = ("dp_em", "park_dp_em", "dpsgd")
+DPSGD_OPTIONS = ("batch_size", "epochs", "sampling", "l2_norm_clip", "learning_rate")
 
 
 class PreparedDataset(NamedTuple):
-    """A dataset mapped into its public domain, with its non-private reference fit."""
+    """A dataset mapped into its public domain, with its non-private reference fit.
+
+    Attributes:
+        name: the dataset's name in results.
+        dataset: the loaded records.
+        domain: the declared public domain.
+        y: training records in mechanism coordinates; every method fits these.
+        n_components: K of every fit.
+        reference: non-private fit of ``y``.
+        y_test: held-out records in mechanism coordinates, not projected onto
+            the domain, or None without a split.
+        generating_model: the true mixture in mechanism coordinates for
+            synthetic data, else None.
+    """
 
     name: str
     dataset: Dataset
@@ -37,31 +68,78 @@ class PreparedDataset(NamedTuple):
     y: jax.Array
     n_components: int
     reference: GMMParams
+    y_test: jax.Array | None = None
+    generating_model: GMMParams | None = None
 
 
-def domain_from_config(config: DictConfig) -> Domain:
-    """Build the declared public domain: ``{centre, radius}`` or ``{lower, upper}``."""
+def _broadcast(value, n_features: int | None) -> list:
+    """Return a list of bounds; a scalar repeats once per feature, which needs ``n_features``."""
+    if isinstance(value, (int, float)):
+        if n_features is None:
+            raise ValueError(f"a scalar domain bound ({value}) needs the number of features; write one per feature")
+        return [float(value)] * n_features
+    return list(value)
+
+
+def domain_from_config(config: DictConfig, n_features: int | None = None) -> Domain:
+    """Build the declared public domain: ``{centre, radius}`` or ``{lower, upper}``.
+
+    A scalar centre or bound applies to every feature, so one config serves
+    synthetic data of any dimension.
+    """
     if "radius" in config:
-        return Domain.from_ball(list(config.centre), config.radius)
+        return Domain.from_ball(_broadcast(config.centre, n_features), config.radius)
     if "lower" in config:
-        return Domain.from_bounds(list(config.lower), list(config.upper))
+        return Domain.from_bounds(_broadcast(config.lower, n_features), _broadcast(config.upper, n_features))
     raise ValueError(
         f"a dataset config must declare its public domain as centre and radius or as "
         f"lower and upper bounds, got domain keys {sorted(config)}"
     )
 
 
+def split_records(n_records: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return train and test indices of a seeded random split; it reads only N and public settings."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got test_fraction={test_fraction}")
+    order = np.random.default_rng(seed).permutation(n_records)
+    n_test = int(round(test_fraction * n_records))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
 def prepare_dataset(config: DictConfig, dtype) -> PreparedDataset:
-    """Load a dataset, map it into its declared domain and fit the reference."""
+    """Load a dataset, split it, map it into its declared domain and fit the reference.
+
+    ``config.test_fraction`` (default 0, no split) holds records out with a
+    split seeded by ``config.split_seed``; the reference and every method see
+    the training records only.
+    """
     options = OmegaConf.to_container(config.options, resolve=True) if "options" in config else {}
     dataset = load_dataset(config.name, **options)
-    domain = domain_from_config(config.domain)
+    domain = domain_from_config(config.domain, dataset.x.shape[1])
 
-    y, _ = to_mechanism_coordinates(dataset.x, domain)
+    train, test = split_records(dataset.x.shape[0], float(config.get("test_fraction", 0.0)),
+                                int(config.get("split_seed", 0)))
+    y, _ = to_mechanism_coordinates(dataset.x[train], domain)
     y = np.asarray(y, dtype=dtype)
+    y_test = None
+    if test.size:
+        y_test = jnp.asarray((dataset.x[test] - domain.centre) / domain.scale, dtype=dtype)
+
+    generating_model = None
+    if dataset.generating_model is not None:
+        model = dataset.generating_model
+        scale = np.asarray(domain.scale)
+        generating_model = GMMParams(
+            jnp.asarray(model.weights, dtype=dtype),
+            jnp.asarray((model.means - domain.centre) / scale, dtype=dtype),
+            jnp.asarray(model.covariances / (scale[:, None] * scale[None, :]), dtype=dtype),
+        )
+
     reference = nonprivate_fit(y, config.n_components)
-    logger.info("dataset %s: N=%d, d=%d, K=%d", config.name, y.shape[0], y.shape[1], config.n_components)
-    return PreparedDataset(config.name, dataset, domain, jnp.asarray(y), int(config.n_components), reference)
+    logger.info("dataset %s: N=%d (train), %d (test), d=%d, K=%d", config.name, y.shape[0], test.size, y.shape[1],
+                config.n_components)
+    return PreparedDataset(config.name, dataset, domain, jnp.asarray(y), int(config.n_components), reference,
+                           y_test, generating_model)
 
 
 def release_config(prepared: PreparedDataset, release: DictConfig, method: DictConfig) -> ReleaseConfig:
@@ -91,22 +169,56 @@ def trial_keys(seed: int, n_epsilons: int, n_trials: int) -> jax.Array:
         jnp.arange(n_trials)))(jnp.arange(n_epsilons))
 
 
+def dpsgd_config(prepared: PreparedDataset, method: DictConfig) -> DpsgdConfig:
+    """Build the DP-SGD settings from a method entry; unset options keep ``DpsgdConfig``'s defaults."""
+    options = {name: method[name] for name in DPSGD_OPTIONS if name in method}
+    n_records = int(prepared.y.shape[0])
+    if "batch_size" in options:
+        options["batch_size"] = min(int(options["batch_size"]), n_records)
+    else:
+        options["batch_size"] = min(DpsgdConfig._field_defaults["batch_size"], n_records)
+    return DpsgdConfig(n_components=prepared.n_components, n_records=n_records, **options).validate()
+
+
+def budgets_for(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig, method: DictConfig,
+                epsilons, delta: float, mus: jax.Array) -> jax.Array:
+    """Return the per-epsilon budget that ``run_method`` passes to each trial.
+
+    Returns:
+        Shape (E,): mu for GDP-accounted methods, the RDP-calibrated noise
+        multiplier for "park_dp_em" and "dpsgd".
+    """
+    if algorithm == "park_dp_em":
+        values = [park_noise_multiplier(e, delta, config.n_iter) for e in epsilons]
+    elif algorithm == "dpsgd":
+        dpsgd = dpsgd_config(prepared, method)
+        values = [dpsgd_noise_multiplier(e, delta, dpsgd) for e in epsilons]
+    else:
+        return mus
+    return jnp.asarray(values, dtype=prepared.y.dtype)
+
+
 def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig, keys: jax.Array, mus: jax.Array,
-               nonprivate_max_iter: int = 300) -> GMMParams:
+               nonprivate_max_iter: int = 300, method: DictConfig | None = None, seed: int = 0) -> GMMParams:
     """Release with one method for every (epsilon, trial) pair.
 
     Args:
         prepared: the dataset.
-        algorithm: "dp_em", "oracle" or "nonprivate".
-        config: static release settings.
+        algorithm: one of ``ALGORITHMS``.
+        config: static release settings; the baselines read n_iter,
+            relation and the floors from it.
         keys: shape (E, T).
-        mus: shape (E,), total GDP budget per epsilon.
-        nonprivate_max_iter: EM iterations for the non-private method.
+        mus: shape (E,), the budget per epsilon from ``budgets_for``: total
+            GDP mu, or a noise multiplier for "park_dp_em" and "dpsgd".
+        nonprivate_max_iter: EM iterations for the non-private methods.
+        method: the method's config entry, read by "dpsgd" for its options.
+        seed: base ``random_state`` of the "sklearn" trials (seed + trial).
 
     Returns:
         Released parameters in mechanism coordinates, batched as (E, T, ...).
     """
     y, radius = prepared.y, prepared.domain.radius
+    method = OmegaConf.create({}) if method is None else method
 
     if algorithm == "dp_em":
         def single(key, mu):
@@ -120,6 +232,23 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
         def single(key, mu):
             start = data_independent_init(key, config.n_components, y.shape[1], radius, y.dtype)
             return fit_em(y, start.params, max_iter=nonprivate_max_iter, tol=1e-6).params
+    elif algorithm == "park_dp_em":
+        park = ParkConfig(config.n_components, config.n_iter, config.relation, config.count_floor,
+                          config.eigenvalue_floor, config.chunk_size)
+
+        def single(key, noise_multiplier):
+            return park_dp_em(key, y, noise_multiplier, radius, park)
+    elif algorithm == "dpsgd":
+        dpsgd = dpsgd_config(prepared, method)
+
+        def single(key, noise_multiplier):
+            return dpsgd_gmm(key, y, noise_multiplier, radius, dpsgd)
+    elif algorithm == "sklearn":
+        # scikit-learn is not traceable: one Python call per trial, repeated over epsilons.
+        records = np.asarray(y)
+        fits = [sklearn_fit(records, config.n_components, seed + t, nonprivate_max_iter) for t in range(keys.shape[1])]
+        stacked = jax.tree.map(lambda *arrays: jnp.asarray(np.stack(arrays), dtype=y.dtype), *fits)
+        return jax.tree.map(lambda a: jnp.broadcast_to(a, keys.shape + a.shape[1:]), stacked)
     else:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got algorithm={algorithm!r}")
 
@@ -164,13 +293,43 @@ def evaluate_kl(key: jax.Array, reference: GMMParams, released: GMMParams, n_sam
     return {"kl_mc": np.asarray(estimate), "kl_mc_se": np.asarray(standard_error), "kl_bound": np.asarray(bound)}
 
 
-def method_metadata(algorithm: str, epsilon: float, delta: float, domain: Domain, config: ReleaseConfig) -> dict:
-    """Privacy metadata for one method at one epsilon."""
-    if algorithm == "nonprivate":
-        return {"mode": "nonprivate", "dp_guarantee": False, "epsilon": None, "delta": None,
-                "no_guarantee_reasons": ["non-private EM reads the data directly"], "domain": domain.describe()}
+def evaluate_heldout(released: GMMParams, y_test: jax.Array, domain: Domain) -> np.ndarray:
+    """Return the mean held-out log-likelihood per release, in data units, shape (E, T).
+
+    Records in mechanism coordinates are x / scale up to a shift, so the
+    density in data units is the mechanism density minus sum_j log scale_j.
+    """
+    log_jacobian = float(np.sum(np.log(domain.scale)))
+    mean_log_prob = jax.jit(jax.vmap(jax.vmap(lambda q: jnp.mean(log_prob(y_test, q)))))(released)
+    return np.asarray(mean_log_prob) - log_jacobian
+
+
+def method_metadata(algorithm: str, epsilon: float, delta: float, domain: Domain, config: ReleaseConfig,
+                    noise_multiplier: float | None = None, relation: str | None = None) -> dict:
+    """Privacy metadata for one method at one epsilon.
+
+    ``noise_multiplier`` and ``relation`` describe the RDP-accounted
+    baselines; ``relation`` defaults to ``config.relation``.
+    """
+    if algorithm in ("nonprivate", "sklearn"):
+        reason = "scikit-learn GaussianMixture" if algorithm == "sklearn" else "non-private EM"
+        return {"mode": algorithm, "dp_guarantee": False, "epsilon": None, "delta": None,
+                "no_guarantee_reasons": [f"{reason} reads the data directly"], "domain": domain.describe()}
+    if algorithm in RDP_ALGORITHMS:
+        reasons = ["the domain was derived from the data"] if domain.data_derived else []
+        relation = relation or config.relation
+        return {"mode": algorithm, "dp_guarantee": not domain.data_derived, "epsilon": epsilon, "delta": delta,
+                "accountant": "dp_accounting RdpAccountant", "noise_multiplier": noise_multiplier,
+                "neighbouring_relation": relation, "no_guarantee_reasons": reasons, "domain": domain.describe()}
     mode = "dp_em" if algorithm == "dp_em" else "oracle"
     return privacy_metadata(epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config)
+
+
+def allocation_label(algorithm: str, config: ReleaseConfig) -> str:
+    """Return the budget split a method uses, for the results table."""
+    if algorithm in ("dp_em", "oracle"):
+        return config.allocation
+    return "equal" if algorithm == "park_dp_em" else "none"
 
 
 def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictConfig, epsilons, delta: float,
@@ -184,24 +343,44 @@ def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictCon
 
     rows, releases = [], []
     for method_name, method in methods.items():
+        method_start = time.perf_counter()
         algorithm = str(method.algorithm)
         config = release_config(prepared, release, method)
-        released = run_method(prepared, algorithm, config, keys, mus)
+        budgets = budgets_for(prepared, algorithm, config, method, epsilons, delta, mus)
+        released = run_method(prepared, algorithm, config, keys, budgets, method=method, seed=seed)
         kl_key = jax.random.fold_in(jax.random.key(seed + 1), len(rows))
         metrics = evaluate_kl(kl_key, prepared.reference, released, n_samples, direction)
-        dp_guarantee = algorithm == "dp_em" and not prepared.domain.data_derived
+        if prepared.generating_model is not None:
+            # A separate key stream, so this metric leaves the kl_mc draws unchanged.
+            generating_key = jax.random.fold_in(jax.random.key(seed + 2), len(rows))
+            generating = evaluate_kl(generating_key, prepared.generating_model, released, n_samples, "forward")
+        if prepared.y_test is not None:
+            heldout = evaluate_heldout(released, prepared.y_test, prepared.domain)
+        dp_guarantee = algorithm in PRIVATE_ALGORITHMS and not prepared.domain.data_derived
+        relation = None
+        if algorithm == "dpsgd":
+            relation = "add_or_remove_one" if dpsgd_config(prepared, method).sampling == "poisson" else "replace_one"
 
         for e, epsilon in enumerate(epsilons):
             for t in range(n_trials):
                 rows.append({
                     "dataset": prepared.name, "method": method_name, "algorithm": algorithm,
-                    "allocation": config.allocation if algorithm != "nonprivate" else "none",
+                    "allocation": allocation_label(algorithm, config),
                     "epsilon": epsilon, "delta": delta, "mu": float(mus[e]),
                     "K": prepared.n_components, "d": int(prepared.y.shape[1]), "N": int(prepared.y.shape[0]),
                     "trial": t, "kl_direction": direction,
                     "kl_mc": float(metrics["kl_mc"][e, t]), "kl_mc_se": float(metrics["kl_mc_se"][e, t]),
                     "kl_bound": float(metrics["kl_bound"][e, t]), "dp_guarantee": dp_guarantee,
                 })
+                row = rows[-1]
+                if algorithm in RDP_ALGORITHMS:
+                    row["mu"] = float("nan")
+                    row["noise_multiplier"] = float(budgets[e])
+                if prepared.generating_model is not None:
+                    row["kl_generating"] = float(generating["kl_mc"][e, t])
+                    row["kl_generating_se"] = float(generating["kl_mc_se"][e, t])
+                if prepared.y_test is not None:
+                    row["heldout_loglik"] = float(heldout[e, t])
 
             first = jax.tree.map(lambda a: np.asarray(a[e, 0]), released)
             params = to_data_coordinates(first, prepared.domain)
@@ -209,8 +388,10 @@ def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictCon
                 "dataset": prepared.name, "method": method_name, "trial": 0,
                 "weights": params.weights.tolist(), "means": params.means.tolist(),
                 "covariances": params.covariances.tolist(),
-                "privacy": method_metadata(algorithm, epsilon, delta, prepared.domain, config),
+                "privacy": method_metadata(algorithm, epsilon, delta, prepared.domain, config,
+                                           float(budgets[e]) if algorithm in RDP_ALGORITHMS else None, relation),
             })
+        logger.info("%s on %s: %.1f s", method_name, prepared.name, time.perf_counter() - method_start)
         if progress is not None:
             progress.update(1)
     return rows, releases
