@@ -277,11 +277,6 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         elif self.centre is not None:
             domain = Domain.from_ball(self.centre, self.radius)
         else:
-            if X.shape[0] == 1:
-                raise ValueError(
-                    "cannot derive a data domain from n_samples=1 record; "
-                    "pass public bounds=(lower, upper) or centre and radius"
-                )
             return Domain.from_data(X)
 
         if domain.n_features != X.shape[1]:
