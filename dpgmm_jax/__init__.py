@@ -20,6 +20,7 @@ from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinat
 from dpgmm_jax.em import EMResult, e_step, fit_em, log_prob, m_step, responsibilities, sufficient_statistics
 from dpgmm_jax.estimator import DPGaussianMixture
 from dpgmm_jax.kl import best_matching, gaussian_kl, kl_monte_carlo, matched_bound, permute_components, sample
+from dpgmm_jax.parallel import fit_em_sharded
 from dpgmm_jax.mechanism import (
     add_noise,
     noise_scales_from_shares,
@@ -55,6 +56,7 @@ __all__ = [
     "epsilon_from_mu",
     "equal_shares",
     "fit_em",
+    "fit_em_sharded",
     "gaussian_kl",
     "iteration_schedule",
     "kl_monte_carlo",
