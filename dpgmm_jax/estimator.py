@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 # TODO: add "labelled" once release_gmm supports it; ``fit`` must then pass
 # its ``y`` to release_gmm as the component label of each record.
 MODES = ("dp_em",)
-# "optax" is passed through to ReleaseConfig, which rejects it until the
-# optax allocation solver is wired into it.
+# Passed through to ReleaseConfig, whose own ALLOCATIONS decides what runs:
+# a version without the optax solver raises for "optax" before any noise.
 ALLOCATIONS = ("closed_form", "equal", "optax")
 RELATIONS = tuple(relation.value for relation in NeighbouringRelation)
 
