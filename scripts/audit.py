@@ -14,10 +14,10 @@ outputs easier to tell apart, so testing the noisy statistics is the strongest
 test of the release.
 
 The test statistic is the likelihood-ratio test between the two output
-distributions. Each release's noisy statistics (counts, first moments and the
-upper triangle of the second moments, the coordinates that carry independent
-noise) are divided by the declared noise scales and projected onto the unit
-vector along the scaled difference of the two means. Under D the statistic is
+distributions. It reads the coordinates of a release that carry independent
+noise: the counts, the first moments and the upper triangle of the second
+moments. Each is divided by its declared noise scale, and the result is
+projected onto the unit vector along the scaled difference of the two means. Under D the statistic is
 N(0, 1) and under D' N(mu, 1) when the noise is as declared.
 
 For a threshold t, FPR = P(T > t | D) and FNR = P(T <= t | D'). Any
@@ -209,11 +209,11 @@ def epsilon_bounds(null: np.ndarray, alternative: np.ndarray, thresholds: np.nda
         alpha: each Clopper-Pearson bound is taken at confidence 1 - alpha.
 
     Returns:
-        ``(first, second, (false_positives, false_negatives))``: arrays over
-        thresholds of the bounds log((1 - delta - FPR) / FNR) and
-        log((1 - delta - FNR) / FPR) for the test "T > t means D'", with
-        Clopper-Pearson upper bounds in place of FPR and FNR, and the counts
-        behind them.
+        ``(first, second, (false_positives, false_negatives))``. The arrays
+        ``first`` and ``second`` hold, per threshold, the bounds
+        log((1 - delta - FPR) / FNR) and log((1 - delta - FNR) / FPR) of the
+        test "T > t means D'", with Clopper-Pearson upper bounds in place of
+        FPR and FNR. The counts are those behind the rates.
     """
     n_null, n_alternative = null.size, alternative.size
     null_sorted = np.sort(null)
@@ -258,6 +258,8 @@ def audit(
     if not noise_multiplier_scale > 0:
         raise ValueError(f"noise_multiplier_scale must be > 0, got noise_multiplier_scale={noise_multiplier_scale}")
 
+    # The sensitivity check below needs float64; float32 rounds at 1e-7.
+    jax.config.update("jax_enable_x64", True)
     mu = mu_from_epsilon_delta(epsilon, delta)
     stats_d, stats_d_prime = neighbouring_statistics()
     declared = noise_scales_from_shares(equal_shares(N_COMPONENTS, jnp.float64), mu, RADIUS)
@@ -303,7 +305,12 @@ def audit(
         numerator, denominator = 1.0 - delta - fpr, fnr
     else:
         numerator, denominator = 1.0 - delta - fnr, fpr
-    point_estimate = math.log(numerator / denominator) if numerator > 0 and denominator > 0 else math.inf
+    if numerator <= 0:
+        point_estimate = -math.inf
+    elif denominator == 0:
+        point_estimate = math.inf
+    else:
+        point_estimate = math.log(numerator / denominator)
     # A threshold with no evidence gives log(0 / x); the audit then found nothing.
     lower_bound = max(lower_bound, 0.0) if np.isfinite(lower_bound) else 0.0
 
@@ -356,7 +363,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    jax.config.update("jax_enable_x64", True)
 
     result = audit(args.epsilon, args.delta, args.n_releases, args.noise_multiplier_scale, args.seed)
     print(format_result(result, args.noise_multiplier_scale))
