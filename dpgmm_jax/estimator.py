@@ -19,15 +19,14 @@ from dpgmm_jax.accounting import NeighbouringRelation
 from dpgmm_jax.domain import Domain
 from dpgmm_jax.em import log_prob, precision_cholesky, responsibilities
 from dpgmm_jax.kl import sample as sample_mixture
-from dpgmm_jax.release import fresh_key, release_gmm
+from dpgmm_jax.release import check_labels, fresh_key, release_gmm
 from dpgmm_jax.types import GMMParams
 from dpgmm_jax.validation import check_delta, check_epsilon, check_n_components
 
 logger = logging.getLogger(__name__)
 
-# TODO: add "labelled" once release_gmm supports it; ``fit`` must then pass
-# its ``y`` to release_gmm as the component label of each record.
-MODES = ("dp_em",)
+# In mode "labelled", ``fit`` passes its ``y`` to release_gmm as each record's component.
+MODES = ("dp_em", "labelled")
 # Passed through to ReleaseConfig, whose own ALLOCATIONS decides what runs:
 # a version without the optax solver raises for "optax" before any noise.
 ALLOCATIONS = ("closed_form", "equal", "optax")
@@ -318,8 +317,9 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             The private records. Records outside the domain are projected
             onto it.
 
-        y : Ignored
-            Not used, present for API consistency by convention.
+        y : array-like of shape (n_samples,) or None
+            Component label of each record, integers in [0, n_components),
+            required in mode "labelled" and ignored in mode "dp_em".
 
         Returns
         -------
@@ -336,6 +336,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=1)
         domain = self._domain(X)
         key = self._key(stream=0)
+        labels = check_labels(y, X.shape[0], self.n_components) if self.mode == "labelled" else None
 
         if self.accountant is not None:
             description = (
@@ -352,6 +353,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             n_components=self.n_components,
             mode=self.mode,
             key=key,
+            labels=labels,
             n_iter=self.max_iter,
             last_share=None if self.last_share is None else float(self.last_share),
             allocation=self.allocation,
@@ -409,8 +411,9 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
             Samples in data units.
 
-        y : Ignored
-            Not used, present for API consistency by convention.
+        y : array-like of shape (n_samples,) or None
+            Component label of each record, integers in [0, n_components),
+            required in mode "labelled" and ignored in mode "dp_em".
 
         Returns
         -------

@@ -85,6 +85,7 @@ def privacy_metadata(
         "delta": delta,
         "mu": mu,
         "iteration_mus": iteration_mus.tolist(),
+        "n_releases": int(len(iteration_mus)),
         "composed_mu": compose_mu(iteration_mus),
         "composed_epsilon": epsilon_from_mu(compose_mu(iteration_mus), delta),
         "neighbouring_relation": NeighbouringRelation(config.relation).value,

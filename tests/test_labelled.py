@@ -59,3 +59,17 @@ def test_inverse_variance_combination_lowers_variance():
     np.testing.assert_allclose([scales.weights[0, 0], scales.means[0, 0], scales.covariances[0, 0]], expected)
     np.testing.assert_allclose(np.std(combined.counts), expected[0], rtol=0.03)
     np.testing.assert_allclose(np.std(combined.first_moments), expected[1], rtol=0.03)
+
+
+def test_estimator_labelled_mode(labelled_records):
+    from dpgmm_jax import DPGaussianMixture
+
+    x, labels = labelled_records
+    model = DPGaussianMixture(n_components=2, epsilon=5.0, delta=1e-5, bounds=([-1.0, -1.0], [1.0, 1.0]),
+                              mode="labelled", allocation="optax", random_state=0)
+    model.fit(x, labels)
+    np.testing.assert_allclose(model.means_, [[-0.5, -0.5], [0.5, 0.4]], atol=0.05)
+    assert model.privacy_["mode"] == "labelled"
+    with pytest.raises(ValueError, match="needs labels"):
+        DPGaussianMixture(n_components=2, epsilon=1.0, delta=1e-5, bounds=([-1.0, -1.0], [1.0, 1.0]),
+                          mode="labelled").fit(x)
