@@ -87,6 +87,11 @@ def closed_form_shares(costs: jax.Array, sensitivities: jax.Array, min_share: fl
     Returns:
         Shape (K, 3), positive rows that sum to one.
     """
+    # A component the allocation cannot model (non-finite costs, as for a
+    # component with a near-zero count) falls back to the equal split.
+    modelled = jnp.all(jnp.isfinite(costs), axis=-1, keepdims=True)
+    costs = jnp.where(modelled, costs, 1.0)
+
     tiny = jnp.finfo(costs.dtype).tiny
     proportional = jnp.sqrt(jnp.maximum(costs, 0.0)) * sensitivities[None, :] + tiny
     floored = jnp.zeros(proportional.shape, dtype=bool)
@@ -97,7 +102,7 @@ def closed_form_shares(costs: jax.Array, sensitivities: jax.Array, min_share: fl
         shares = jnp.where(floored, min_share, free_mass * free / jnp.sum(free, axis=-1, keepdims=True))
         floored = floored | (shares < min_share)
 
-    return shares
+    return jnp.where(modelled, shares, 1.0 / N_GROUPS)
 
 
 def predicted_expected_kl(costs: jax.Array, scales: NoiseScales) -> jax.Array:

@@ -143,7 +143,8 @@ def postprocess(
         m_k   = s_k / n_k^+, projected onto the ball ||m|| <= R
         C_k   = S_k / n_k^+ - (s_k / n_k^+)(s_k / n_k^+)^T, symmetrised, with
                 eigenvalues clipped to [floor_k, R^2], where
-        floor_k = max(eigenvalue_floor, kappa 2 sigma_{c,k} sqrt(d) / n_k^+)
+        floor_k = max(eigenvalue_floor, kappa 2 sigma_{c,k} sqrt(d) / n_k^+,
+                      10 d eps R^2)   (eps: machine epsilon of the dtype)
 
     A distribution on the ball ||y|| <= R has covariance eigenvalues at most
     R^2 and mean inside the ball, so both upper clips only remove impossible
@@ -176,7 +177,12 @@ def postprocess(
     covariances = stats.second_moments / counts[:, None, None] - jnp.einsum("kd,ke->kde", raw_means, raw_means)
     covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
     d = covariances.shape[-1]
-    floors = jnp.full(counts.shape, eigenvalue_floor, covariances.dtype)
+
+    # Rebuilding V diag(lambda) V^T in floating point stays positive definite
+    # only while lambda_max / lambda_min is well inside 1 / machine epsilon, so
+    # the floor never drops below R^2 * 10 d eps.
+    precision_floor = radius**2 * 10.0 * d * jnp.finfo(covariances.dtype).eps
+    floors = jnp.full(counts.shape, jnp.maximum(eigenvalue_floor, precision_floor), covariances.dtype)
     if covariance_noise is not None:
         noise_level = 2.0 * covariance_noise * jnp.sqrt(d) / counts
         floors = jnp.maximum(floors, noise_floor_factor * noise_level)

@@ -24,18 +24,6 @@ LARGE_BALL = Domain.from_ball([1e8, 1e8], 1e8)
 LINE = Domain.from_bounds([-3.0], [3.0])
 BALL_1000 = Domain.from_ball([1000.0, 1000.0], 1000.0)
 
-POSTPROCESS_CONDITIONING_BUG = (
-    "mechanism.postprocess clips covariance eigenvalues to [1e-3, R^2] in mechanism coordinates, which "
-    "for a ball domain are data units. When R^2 / 1e-3 exceeds the float precision (R = 1e8 in float64, "
-    "R >= 300 in float32), the rebuilt covariance has a negative eigenvalue and the next DP-EM "
-    "iteration's Cholesky returns NaN"
-)
-
-ORACLE_ALLOCATION_BUG = (
-    "oracle mode with the default closed-form allocation returns NaN when the non-private fit has a "
-    "component of weight ~1e-17: cost_coefficients on that fit gives NaN shares (allocation='equal' "
-    "gives a valid release)"
-)
 ORACLE_WARNING = (PrivacyLeakWarning, r"the release is NOT differentially private")
 
 
@@ -135,11 +123,9 @@ RELEASE_ROWS = [
     row("numeric dataframe", lambda rng: pd.DataFrame(two_clusters(rng), columns=["a", "b"]), VALID),
     row("entries of 1e8 in a box", large_entries, VALID, domain=LARGE_BOX),
     row("float32 entries of 1e8 in a box", lambda rng: large_entries(rng).astype(np.float32), VALID, domain=LARGE_BOX),
-    row("entries of 1e8 in a ball", large_entries, VALID, domain=LARGE_BALL,
-        marks=pytest.mark.xfail(strict=True, reason=POSTPROCESS_CONDITIONING_BUG)),
+    row("entries of 1e8 in a ball", large_entries, VALID, domain=LARGE_BALL),
     row("float32 records in a ball of radius 1000",
-        lambda rng: (1000.0 + 100.0 * rng.normal(size=(N_RECORDS, 2))).astype(np.float32), VALID, domain=BALL_1000,
-        marks=pytest.mark.xfail(strict=True, reason=POSTPROCESS_CONDITIONING_BUG)),
+        lambda rng: (1000.0 + 100.0 * rng.normal(size=(N_RECORDS, 2))).astype(np.float32), VALID, domain=BALL_1000),
     row("tiny epsilon", two_clusters, VALID, epsilon=1e-6),
     row("huge epsilon", two_clusters, VALID, epsilon=1e6),
     # Valid releases that must warn.
@@ -153,10 +139,9 @@ RELEASE_ROWS = [
     row("oracle mode with fewer records than components", lambda rng: two_clusters(rng, n=1),
         (ValueError, r"n_samples=1 should be >= n_clusters=2"), mode="oracle"),
     row("oracle mode with a single repeated record", lambda rng: np.tile([[0.5, 1.0]], (100, 1)), ORACLE_WARNING,
-        mode="oracle", marks=pytest.mark.xfail(strict=True, reason=ORACLE_ALLOCATION_BUG)),
+        mode="oracle"),
     row("oracle mode with more components than distinct records",
-        lambda rng: np.tile([[0.5, 1.0], [-1.0, 2.0]], (50, 1)), ORACLE_WARNING, n_components=5, mode="oracle",
-        marks=pytest.mark.xfail(strict=True, reason=ORACLE_ALLOCATION_BUG)),
+        lambda rng: np.tile([[0.5, 1.0], [-1.0, 2.0]], (50, 1)), ORACLE_WARNING, n_components=5, mode="oracle"),
 ]
 
 
