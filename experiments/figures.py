@@ -131,5 +131,50 @@ def draw_all_figures(results: pd.DataFrame, out_dir: Path) -> list[Path]:
     paths += plot_kl_vs_epsilon(results, out_dir)
     for value in metrics[1:]:
         paths += plot_metric(results, out_dir, "epsilon", value, f"{value}_vs_epsilon")
+    if SHARE_COLUMNS[0] in results and results[SHARE_COLUMNS[0]].notna().any():
+        paths += plot_allocation_vs_epsilon(results, out_dir)
     logger.info("wrote %d figure files to %s", len(paths), out_dir)
+    return paths
+
+
+SHARE_COLUMNS = ("share_weights", "share_means", "share_covariances")
+
+
+def plot_allocation_vs_epsilon(results: pd.DataFrame, out_dir: Path, stem: str = "allocation_vs_epsilon") -> list[Path]:
+    """Draw the median share of mu^2 that weights, means and covariances get, against epsilon.
+
+    One panel per dataset; colours are the groups and line styles the DP-EM
+    methods. Shares are those of DP-EM's last iteration, averaged over
+    components with the released weights.
+
+    Returns:
+        The paths of the PNG and PDF files written.
+    """
+    traced = results.dropna(subset=[SHARE_COLUMNS[0]])
+    datasets = list(dict.fromkeys(traced["dataset"]))
+    methods = list(dict.fromkeys(traced["method"]))
+    styles = ["-", "--", ":", "-."]
+    colours = {"share_weights": "tab:blue", "share_means": "tab:orange", "share_covariances": "tab:green"}
+    figure, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+
+    for axis, dataset in zip(axes[0], datasets):
+        for m, method in enumerate(methods):
+            rows = traced[(traced["dataset"] == dataset) & (traced["method"] == method)]
+            medians = rows.groupby("epsilon")[list(SHARE_COLUMNS)].median().sort_index()
+            for column in SHARE_COLUMNS:
+                axis.plot(medians.index, medians[column], styles[m % len(styles)], color=colours[column],
+                          marker="o", markersize=3, label=f"{method}: {column.removeprefix('share_')}")
+        axis.set_xscale("log")
+        axis.set_ylim(0.0, 1.0)
+        axis.set_title(dataset)
+        axis.set_xlabel("epsilon")
+        axis.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("share of the last iteration's mu^2 (median)")
+    axes[0][-1].legend(fontsize="x-small")
+    figure.tight_layout()
+
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    for path in paths:
+        figure.savefig(path, dpi=150)
+    plt.close(figure)
     return paths

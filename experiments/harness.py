@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from dpgmm_jax.accounting import mu_from_epsilon_delta
-from dpgmm_jax.algorithms import ReleaseConfig, data_independent_init, dp_em, oracle_release
+from dpgmm_jax.algorithms import ReleaseConfig, data_independent_init, dp_em_trace, oracle_release
 from dpgmm_jax.baselines import (
     DpsgdConfig,
     ParkConfig,
@@ -159,6 +159,11 @@ def release_config(prepared: PreparedDataset, release: DictConfig, method: DictC
         count_floor=float(release.count_floor),
         eigenvalue_floor=float(release.eigenvalue_floor),
         noise_floor_factor=float(release.noise_floor_factor),
+        start=str(release.get("start", "data_independent")),
+        start_share=float(release.get("start_share", 0.1)),
+        histogram_cells=int(release.get("histogram_cells", 256)),
+        solver_draws=int(release.get("solver_draws", 64)),
+        solver_steps=int(release.get("solver_steps", 50)),
     ).validate()
 
 
@@ -199,7 +204,8 @@ def budgets_for(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig
 
 
 def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig, keys: jax.Array, mus: jax.Array,
-               nonprivate_max_iter: int = 300, method: DictConfig | None = None, seed: int = 0) -> GMMParams:
+               nonprivate_max_iter: int = 300, method: DictConfig | None = None, seed: int = 0,
+               trace: dict | None = None) -> GMMParams:
     """Release with one method for every (epsilon, trial) pair.
 
     Args:
@@ -213,6 +219,9 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
         nonprivate_max_iter: EM iterations for the non-private methods.
         method: the method's config entry, read by "dpsgd" for its options.
         seed: base ``random_state`` of the "sklearn" trials (seed + trial).
+        trace: for "dp_em", a dict that receives under "shares" the last
+            iteration's split of mu_t^2 over (weights, means, covariances),
+            averaged over components with the released weights, shape (E, T, 3).
 
     Returns:
         Released parameters in mechanism coordinates, batched as (E, T, ...).
@@ -220,9 +229,16 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
     y, radius = prepared.y, prepared.domain.radius
     method = OmegaConf.create({}) if method is None else method
 
+    half_width = 1.0 if prepared.domain.bounded_box else None
     if algorithm == "dp_em":
         def single(key, mu):
-            return dp_em(key, y, mu, radius, config).params
+            release, shares = dp_em_trace(key, y, mu, radius, config, half_width)
+            return release.params, jnp.einsum("k,kg->g", release.params.weights, shares[-1])
+
+        params, shares = jax.jit(jax.vmap(jax.vmap(single, in_axes=(0, None)), in_axes=(0, 0)))(keys, mus)
+        if trace is not None:
+            trace["shares"] = np.asarray(shares)
+        return params
     elif algorithm == "oracle":
         def single(key, mu):
             return oracle_release(key, y, prepared.reference, mu, radius, config).params
@@ -347,7 +363,8 @@ def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictCon
         algorithm = str(method.algorithm)
         config = release_config(prepared, release, method)
         budgets = budgets_for(prepared, algorithm, config, method, epsilons, delta, mus)
-        released = run_method(prepared, algorithm, config, keys, budgets, method=method, seed=seed)
+        trace = {}
+        released = run_method(prepared, algorithm, config, keys, budgets, method=method, seed=seed, trace=trace)
         kl_key = jax.random.fold_in(jax.random.key(seed + 1), len(rows))
         metrics = evaluate_kl(kl_key, prepared.reference, released, n_samples, direction)
         if prepared.generating_model is not None:
@@ -381,6 +398,9 @@ def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictCon
                     row["kl_generating_se"] = float(generating["kl_mc_se"][e, t])
                 if prepared.y_test is not None:
                     row["heldout_loglik"] = float(heldout[e, t])
+                if "shares" in trace:
+                    for g, group in enumerate(("weights", "means", "covariances")):
+                        row[f"share_{group}"] = float(trace["shares"][e, t, g])
 
             first = jax.tree.map(lambda a: np.asarray(a[e, 0]), released)
             params = to_data_coordinates(first, prepared.domain)
