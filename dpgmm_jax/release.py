@@ -147,6 +147,7 @@ def release_gmm(
     mode: str = "dp_em",
     key: jax.Array | None = None,
     labels=None,
+    accountant=None,
     **config_options,
 ) -> tuple[GMMParams, dict]:
     """Release a Gaussian mixture of ``x`` under (epsilon, delta)-DP.
@@ -163,6 +164,10 @@ def release_gmm(
         key: PRNG key for the noise; None draws one from OS entropy.
         labels: integer component label of each record, in [0, n_components),
             required by mode "labelled" and rejected otherwise.
+        accountant: a budget ledger such as ``dpgmm_jax.ledger.PrivacyAccountant``;
+            its ``spend(epsilon, delta, description)`` is charged after
+            validation and before any noise is drawn, and raises when the
+            release would overspend.
         **config_options: further ``ReleaseConfig`` fields (n_iter,
             last_share, allocation, min_share, relation, count_floor,
             eigenvalue_floor, chunk_size).
@@ -195,6 +200,9 @@ def release_gmm(
         labels = check_labels(labels, y.shape[0], n_components)
     elif labels is not None:
         raise ValueError(f"labels are only used by mode='labelled', got mode={mode!r}; drop labels or change mode")
+
+    if accountant is not None:
+        accountant.spend(epsilon, delta, f"release_gmm(mode={mode!r}, n_components={n_components})")
 
     key = fresh_key() if key is None else key
     mu = mu_from_epsilon_delta(epsilon, delta)

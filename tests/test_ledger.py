@@ -161,3 +161,21 @@ def test_many_small_spends_never_exceed_total():
     total_mu = math.sqrt(sum(entry.mu**2 for entry in accountant.entries))
     assert total_mu <= accountant.total_mu * (1 + 1e-9)
     assert pld_epsilon([entry.mu for entry in accountant.entries], 1e-5) <= 1.0 * (1 + 1e-3)
+
+
+def test_release_gmm_draws_from_ledger():
+    import jax
+    import numpy as np
+
+    from dpgmm_jax import Domain, release_gmm
+
+    ledger = PrivacyAccountant(1.0, 1e-5)
+    records = np.random.default_rng(0).uniform(-1, 1, size=(200, 2))
+    domain = Domain.from_bounds([-1.0, -1.0], [1.0, 1.0])
+    release_gmm(records, epsilon=0.6, delta=1e-5, domain=domain, n_components=2, key=jax.random.key(0),
+                n_iter=2, accountant=ledger)
+    assert len(ledger.entries) == 1
+    with pytest.raises(BudgetExceededError):
+        release_gmm(records, epsilon=0.9, delta=1e-5, domain=domain, n_components=2, key=jax.random.key(1),
+                    n_iter=2, accountant=ledger)
+    assert len(ledger.entries) == 1
