@@ -411,9 +411,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
             Samples in data units.
 
-        y : array-like of shape (n_samples,) or None
-            Component label of each record, integers in [0, n_components),
-            required in mode "labelled" and ignored in mode "dp_em".
+        y : Ignored
+            Not used, present for API consistency by convention.
 
         Returns
         -------
