@@ -150,8 +150,8 @@ def postprocess(
     R^2 and mean inside the ball, so both upper clips only remove impossible
     values. The noise-aware floor uses that a symmetric d x d matrix of
     N(0, sigma^2) entries has spectral norm close to 2 sigma sqrt(d): an
-    eigenvalue of C_k below the noise level ||E_k|| / n_k^+ cannot be told
-    apart from noise, and a near-singular released covariance costs far more
+    eigenvalue of C_k below the noise level ||E_k|| / n_k^+ cannot be
+    distinguished from noise, and a near-singular released covariance costs far more
     KL than a broad one. It reads only public noise scales and noisy counts.
 
     Args:
