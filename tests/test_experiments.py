@@ -98,6 +98,8 @@ def test_closed_form_beats_equal_split_on_synthetic(main_job, epsilon):
 
 @pytest.mark.slow
 def test_bound_dominates_monte_carlo_in_results(main_job):
-    slack = 3 * main_job.kl_mc_se + 1e-9
+    # About 1,800 rows are tested at once, so each gets 5 standard errors: a
+    # one-sided normal tail of 3e-7 per row keeps false alarms near 5e-4 in all.
+    slack = 5 * main_job.kl_mc_se + 1e-9
     violations = main_job[main_job.kl_bound < main_job.kl_mc - slack]
     assert violations.empty, violations[["dataset", "method", "epsilon", "trial", "kl_mc", "kl_bound"]].head()
