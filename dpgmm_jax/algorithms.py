@@ -171,8 +171,9 @@ def histogram_start(
     vector has L2 sensitivity 1 under add/remove, and adding N(0, 1/mu^2)
     noise to every count is mu-GDP (doubled sensitivity under replace-one).
     The K starting means are the centres of the highest noisy cells, picked
-    greedily; each pick suppresses its neighbours (cells within one bin on
-    every axis) so that one cluster does not take several starts. The noisy
+    greedily. Each pick suppresses the cells within
+    ``config.histogram_suppression`` bins of it on every axis, so that one
+    cluster does not take several starts. The noisy
     counts of the picks give the weights, and every covariance starts as
     (cell width)^2 I.
 
@@ -348,7 +349,7 @@ def oracle_release(key: jax.Array, y: jax.Array, fitted: GMMParams, mu, radius, 
 
 
 def uses_histogram_start(config: ReleaseConfig, n_features: int) -> bool:
-    """Whether DP-EM with this config starts from the noisy histogram."""
+    """Return whether DP-EM with this config starts from the noisy histogram."""
     return config.start == "histogram" and histogram_bins(n_features, config.histogram_cells) ** n_features <= MAX_HISTOGRAM_CELLS
 
 
@@ -366,7 +367,7 @@ def combine_inverse_variance(
     """Combine two independent noisy releases of the same statistics.
 
     Each group of each component is weighted by its inverse noise variance,
-    the minimum-variance unbiased combination; the result has noise standard
+    the minimum-variance unbiased combination. The result has noise standard
     deviation (1/sigma_1^2 + 1/sigma_2^2)^(-1/2) per group. Post-processing of
     two private releases, so it costs no budget.
 
@@ -392,7 +393,7 @@ def labelled_release(key: jax.Array, y: jax.Array, labels: jax.Array, mu, radius
     """Release a mixture whose components are given by each record's own label.
 
     Responsibilities are r = e_label, a function of the record alone. A pilot
-    release spends ``config.pilot_fraction`` of mu^2 with the equal split; the
+    release spends ``config.pilot_fraction`` of mu^2 with the equal split. The
     main release spends the rest with the allocation ``config.allocation``
     planned from the post-processed pilot. The two releases compose to
     mu-GDP (mu_pilot^2 + mu_main^2 = mu^2) and are combined by inverse-variance
