@@ -22,10 +22,10 @@ from dpgmm_jax.validation import check_delta, check_epsilon, check_positive
 
 
 class NeighbouringRelation(str, enum.Enum):
-    """Which datasets count as neighbours.
+    """Neighbouring relation between datasets.
 
     ADD_OR_REMOVE_ONE: one dataset has one record more than the other.
-    REPLACE_ONE: one record is replaced; every sensitivity doubles.
+    REPLACE_ONE: one record is replaced, so every sensitivity doubles.
     """
 
     ADD_OR_REMOVE_ONE = "add_or_remove_one"

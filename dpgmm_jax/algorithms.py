@@ -299,8 +299,13 @@ def dp_em_trace(
 
         # The allocation reads the previous release only. The start carries no
         # counts, so the first iteration uses the equal split.
-        planned = allocate_shares(planning_key, statistics_from_release(previous), iteration_mu, radius, config)
-        shares = jnp.where(is_first, equal_shares(config.n_components, y.dtype), planned)
+        # lax.cond skips planning in the first iteration; its predicate comes
+        # from the scan, not from vmapped inputs, so it stays a real branch.
+        shares = jax.lax.cond(
+            is_first,
+            lambda: equal_shares(config.n_components, y.dtype),
+            lambda: allocate_shares(planning_key, statistics_from_release(previous), iteration_mu, radius, config),
+        )
 
         scales = noise_scales_from_shares(shares, iteration_mu, radius, config.relation)
         current = release_statistics(

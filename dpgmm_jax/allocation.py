@@ -16,8 +16,9 @@ gives, by a Lagrange multiplier, each component the shares of mu^2
 
 and the predicted cost E[F] ~= sum_k (sum_h sqrt(c_{h,k}) Delta_h)^2 / mu^2.
 The quadratic model breaks when noise is large (small epsilon, small
-components), where it can starve one group; a public minimum share per group
-guards against that, solved exactly by water-filling over the three groups.
+components), where it can starve one group. A public minimum share per group
+guards against that, and water-filling over the three groups solves the
+floored problem exactly.
 """
 
 import jax

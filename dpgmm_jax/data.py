@@ -88,7 +88,7 @@ def load_faithful() -> Dataset:
 
 
 def load_wine() -> Dataset:
-    """The UCI wine recognition data (178 x 13, three cultivars), from scikit-learn."""
+    """Load the UCI wine recognition data (178 x 13, three cultivars) from scikit-learn."""
     from sklearn.datasets import load_wine as sklearn_wine
 
     bunch = sklearn_wine()

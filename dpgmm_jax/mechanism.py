@@ -200,7 +200,7 @@ def postprocess_smooth(stats: SufficientStatistics) -> GMMParams:
     """Map statistics to a mixture without floors or clipping.
 
     This is the smooth map whose second derivatives define the cost
-    coefficients of the budget allocation; it is only valid for statistics
+    coefficients of the budget allocation. It is only valid for statistics
     with positive counts and positive definite covariances.
     """
     counts = stats.counts

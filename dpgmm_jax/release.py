@@ -166,7 +166,7 @@ def release_gmm(
             required by mode "labelled" and rejected otherwise.
         accountant: a budget ledger such as ``dpgmm_jax.ledger.PrivacyAccountant``;
             its ``spend(epsilon, delta, description)`` is charged after
-            validation and before any noise is drawn, and raises when the
+            validation and before any noise is drawn. It raises when the
             release would overspend.
         **config_options: further ``ReleaseConfig`` fields (n_iter,
             last_share, allocation, min_share, relation, count_floor,

@@ -27,7 +27,8 @@ def test_labelled_release_valid_and_composed(labelled_records, allocation):
     np.testing.assert_allclose(params.weights.sum(), 1.0)
     assert np.linalg.eigvalsh(params.covariances).min() > 0
     np.testing.assert_allclose(params.means, [[-0.5, -0.5], [0.5, 0.4]], atol=0.05)
-    assert metadata["mode"] == "labelled" and metadata["dp_guarantee"] is True
+    assert metadata["mode"] == "labelled"
+    assert metadata["dp_guarantee"] is True
     assert pld_epsilon(metadata["iteration_mus"], 1e-5) == pytest.approx(5.0, rel=1e-3)
 
 

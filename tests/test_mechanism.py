@@ -149,7 +149,8 @@ def test_postprocess_valid_under_heavy_noise(rng, noise_scale, noise_floor_facto
     releases = jax.vmap(one)(jax.random.split(jax.random.key(2), 500))
     params = releases.params
 
-    assert np.all(np.isfinite(params.weights)) and np.all(np.isfinite(params.means))
+    assert np.all(np.isfinite(params.weights))
+    assert np.all(np.isfinite(params.means))
     assert np.all(np.isfinite(params.covariances))
     assert np.all(params.weights > 0)
     np.testing.assert_allclose(params.weights.sum(-1), 1.0, rtol=1e-12)

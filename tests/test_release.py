@@ -24,7 +24,8 @@ def domain():
 
 def assert_valid(params, n_components, d):
     assert params.weights.shape == (n_components,)
-    assert np.all(np.isfinite(params.means)) and np.all(np.isfinite(params.covariances))
+    assert np.all(np.isfinite(params.means))
+    assert np.all(np.isfinite(params.covariances))
     np.testing.assert_allclose(params.weights.sum(), 1.0, rtol=1e-9)
     assert np.all(params.weights > 0)
     assert np.linalg.eigvalsh(params.covariances).min() > 0
