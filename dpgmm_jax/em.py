@@ -71,10 +71,21 @@ def component_log_densities(x: jax.Array, params: GMMParams) -> jax.Array:
     Returns:
         Array of shape (N, K).
     """
-    return _log_densities_from_precisions(x, params.means, precision_cholesky(params.covariances))
+    return log_densities_from_precisions(x, params.means, precision_cholesky(params.covariances))
 
 
-def _log_densities_from_precisions(x: jax.Array, means: jax.Array, precisions: jax.Array) -> jax.Array:
+def log_densities_from_precisions(x: jax.Array, means: jax.Array, precisions: jax.Array) -> jax.Array:
+    """Return log N(x_i | m_k, C_k) from upper-triangular precision factors.
+
+    Args:
+        x: records of shape (N, d).
+        means: component means of shape (K, d).
+        precisions: factors P_k with P_k P_k^T = C_k^{-1}, shape (K, d, d),
+            as returned by ``precision_cholesky``.
+
+    Returns:
+        Array of shape (N, K).
+    """
     n_components, d = means.shape
 
     # ||P_k^T (x - m_k)||^2 from one GEMM: (N, d) x (d, K d) -> (N, K d).
@@ -200,7 +211,7 @@ def e_step_on_chunks(
     log_weights = jnp.log(params.weights)
 
     def chunk_statistics(chunk, mask):
-        weighted = _log_densities_from_precisions(chunk, params.means, precisions) + log_weights
+        weighted = log_densities_from_precisions(chunk, params.means, precisions) + log_weights
         log_norm = jax.scipy.special.logsumexp(weighted, axis=-1)
         resp = jnp.exp(weighted - log_norm[:, None]) * mask[:, None]
         # Second moments stay as upper triangles inside the loop, so each

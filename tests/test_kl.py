@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpgmm_jax.kl import best_matching, gaussian_kl, kl_monte_carlo, matched_bound, permute_components
+from dpgmm_jax.em import log_prob
+from dpgmm_jax.kl import best_matching, gaussian_kl, kl_monte_carlo, matched_bound, permute_components, sample
 from dpgmm_jax.types import GMMParams
 from tests.conftest import random_spd
 
@@ -73,3 +74,54 @@ def test_monte_carlo_invariant_to_component_order(rng):
     key = jax.random.key(5)
     shuffled = permute_components(q, np.array([1, 2, 0]))
     assert float(kl_monte_carlo(key, p, q, 1000)[0]) == pytest.approx(float(kl_monte_carlo(key, p, shuffled, 1000)[0]))
+
+
+def test_monte_carlo_single_chunk_equals_direct_computation(rng):
+    p, q = random_mixture(rng, 3, 2), random_mixture(rng, 4, 2)
+    key = jax.random.key(6)
+    estimate, standard_error = kl_monte_carlo(key, p, q, 3000, chunk_size=3000)
+
+    x = sample(jax.random.split(key, 1)[0], p, 3000)
+    log_ratio = np.asarray(log_prob(x, p) - log_prob(x, q))
+    assert float(estimate) == pytest.approx(log_ratio.mean(), rel=1e-12)
+    assert float(standard_error) == pytest.approx(log_ratio.std(ddof=1) / np.sqrt(3000), rel=1e-10)
+
+
+def test_monte_carlo_chunk_size_changes_only_the_random_stream(rng):
+    p, q = random_mixture(rng, 3, 2), random_mixture(rng, 3, 2)
+    key = jax.random.key(7)
+    whole, whole_error = kl_monte_carlo(key, p, q, 40_000, chunk_size=40_000)
+
+    # 40,000 is not a multiple of 3,000: the last chunk's surplus is dropped.
+    chunked, chunked_error = kl_monte_carlo(key, p, q, 40_000, chunk_size=3000)
+    assert float(chunked) != float(whole)
+    assert abs(float(chunked) - float(whole)) < 4 * float(np.hypot(whole_error, chunked_error))
+
+
+@pytest.mark.parametrize("n_samples, chunk_size, match", [(1, 10, "n_samples=1"), (100, 0, "chunk_size=0")])
+def test_monte_carlo_rejects_bad_sizes(rng, n_samples, chunk_size, match):
+    p = random_mixture(rng)
+    with pytest.raises(ValueError, match=match):
+        kl_monte_carlo(jax.random.key(0), p, p, n_samples, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_box_muller_draws_are_standard_normal(dtype):
+    from scipy import stats
+
+    from dpgmm_jax.kl import _standard_normal
+
+    # An odd size exercises the dropped half of the last pair.
+    draws = np.asarray(_standard_normal(jax.random.key(8), (40_001, 3), dtype))
+    assert draws.dtype == np.dtype(dtype) and draws.shape == (40_001, 3)
+    assert np.all(np.isfinite(draws))
+    assert stats.kstest(draws.ravel(), "norm").pvalue > 1e-3
+
+    # The cosine and sine halves come from the same radius and angle; they
+    # must still be uncorrelated, and so must the columns of a record.
+    flat = draws.ravel()
+    half = flat.size // 2
+    assert abs(np.corrcoef(flat[:half], flat[half:2 * half])[0, 1]) < 4 / np.sqrt(half)
+    assert abs(np.corrcoef(flat[:half] ** 2, flat[half:2 * half] ** 2)[0, 1]) < 4 / np.sqrt(half) * 2
+    correlation = np.corrcoef(draws, rowvar=False)
+    assert np.all(np.abs(correlation - np.eye(3)) < 4 / np.sqrt(draws.shape[0]))
