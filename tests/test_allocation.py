@@ -72,6 +72,42 @@ def test_costs_match_finite_differences(rng):
             assert costs[k, g] == pytest.approx(0.5 * second, rel=1e-3)
 
 
+def autodiff_costs(stats):
+    """Half the traces of the diagonal Hessian blocks of F, by jax.hessian (the reference)."""
+    n_components, d = stats.first_moments.shape
+    reference = postprocess_smooth(stats)
+    n_noise = 1 + d + d * (d + 1) // 2
+
+    def perturbed_bound(z, k):
+        selector = jax.nn.one_hot(k, n_components, dtype=z.dtype)
+        perturbed = SufficientStatistics(
+            stats.counts + selector * z[0],
+            stats.first_moments + selector[:, None] * z[1 : 1 + d],
+            stats.second_moments + selector[:, None, None] * symmetric_from_upper(z[1 + d :], d),
+        )
+        return matched_bound(reference, postprocess_smooth(perturbed))
+
+    def component_costs(k):
+        diagonal = jnp.diagonal(jax.hessian(perturbed_bound)(jnp.zeros(n_noise, stats.counts.dtype), k))
+        return 0.5 * jnp.stack([diagonal[0], jnp.sum(diagonal[1 : 1 + d]), jnp.sum(diagonal[1 + d :])])
+
+    return jax.vmap(component_costs)(jnp.arange(n_components))
+
+
+@pytest.mark.parametrize("d, n_components", [(1, 1), (2, 3), (4, 2), (7, 4)])
+def test_closed_form_costs_match_autodiff_hessian(rng, d, n_components):
+    stats = clustered_statistics(rng, n=800, d=d, n_components=n_components)
+    np.testing.assert_allclose(cost_coefficients(stats), autodiff_costs(stats), rtol=1e-9)
+
+
+def test_costs_non_finite_for_empty_component(rng):
+    stats = clustered_statistics(rng, n=300, d=2, n_components=2)
+    stats = stats._replace(counts=stats.counts.at[1].set(0.0))
+    costs = np.asarray(cost_coefficients(stats))
+    assert np.all(np.isfinite(costs[0]))
+    assert not np.all(np.isfinite(costs[1]))
+
+
 def test_closed_form_minimises_quadratic_model(rng):
     costs = jnp.asarray(rng.uniform(0.01, 1.0, size=(3, 3)))
     sensitivities = group_sensitivities(RADIUS * 2)
