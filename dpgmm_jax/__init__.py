@@ -29,7 +29,7 @@ from dpgmm_jax.mechanism import (
     release_statistics,
 )
 from dpgmm_jax.release import nonprivate_fit, privacy_metadata, release_gmm
-from dpgmm_jax.types import GMMParams, NoiseScales, Release, SufficientStatistics
+from dpgmm_jax.types import GMMParams, NoiseScales, PublicPrior, Release, SufficientStatistics
 from dpgmm_jax.validation import PrivacyLeakWarning
 
 __version__ = "0.1.0"
@@ -42,6 +42,7 @@ __all__ = [
     "NeighbouringRelation",
     "NoiseScales",
     "PrivacyLeakWarning",
+    "PublicPrior",
     "Release",
     "ReleaseConfig",
     "SufficientStatistics",

@@ -255,7 +255,13 @@ def allocate_shares(key: jax.Array, stats: SufficientStatistics, mu, radius, con
 
 @functools.partial(jax.jit, static_argnames=("config", "half_width"))
 def dp_em_trace(
-    key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig, half_width: float | None = None
+    key: jax.Array,
+    y: jax.Array,
+    mu,
+    radius,
+    config: ReleaseConfig,
+    half_width: float | None = None,
+    prior: Release | None = None,
 ) -> tuple[Release, jax.Array]:
     """Fit a Gaussian mixture by differentially private EM and trace the allocations.
 
@@ -268,6 +274,10 @@ def dp_em_trace(
         half_width: half the side of a cube holding the domain, used by the
             histogram start; None takes the radius (a cube around the ball).
             For a domain from per-feature bounds pass 1.0.
+        prior: a public mixture with public counts, in mechanism coordinates
+            (see ``prior_release``). When given, DP-EM starts from it and
+            plans its first iteration's allocation from it in place of the
+            equal split. It must not be computed from the private records.
 
     Returns:
         ``(release, shares)``: the last release and each iteration's split of
@@ -279,7 +289,11 @@ def dp_em_trace(
     key_init, key_releases = jax.random.split(key)
     iterations_share = 1.0
 
-    if uses_histogram_start(config, n_features):
+    if prior is not None:
+        if config.start == "histogram":
+            raise ValueError("a public prior replaces the start; pass start='data_independent' with a prior")
+        start = prior
+    elif uses_histogram_start(config, n_features):
         iterations_share = 1.0 - config.start_share
         cube = radius if half_width is None else half_width
         start = histogram_start(key_init, y, jnp.sqrt(config.start_share) * mu, radius, cube, config)
@@ -290,15 +304,18 @@ def dp_em_trace(
     schedule = jnp.asarray(iteration_schedule(config.n_iter, config.last_share), dtype=y.dtype)
     iteration_mus = jnp.sqrt(schedule * iterations_share) * mu
     release_keys = jax.random.split(key_releases, config.n_iter)
-    first_iteration = jnp.arange(config.n_iter) == 0
+    # A public prior carries counts, so every iteration, the first included,
+    # plans its allocation from the release before it.
+    first_iteration = (jnp.arange(config.n_iter) == 0) & (prior is None)
 
     def iteration(previous: Release, inputs):
         iteration_key, iteration_mu, is_first = inputs
         planning_key, release_key = jax.random.split(iteration_key)
         stats, _ = e_step(y, previous.params, config.chunk_size)
 
-        # The allocation reads the previous release only. The start carries no
-        # counts, so the first iteration uses the equal split.
+        # The allocation reads the previous release (or the public prior) only.
+        # A start without a prior carries no counts, so the first iteration
+        # then uses the equal split.
         # lax.cond skips planning in the first iteration; its predicate comes
         # from the scan, not from vmapped inputs, so it stays a real branch.
         shares = jax.lax.cond(
@@ -317,13 +334,38 @@ def dp_em_trace(
     return final, shares
 
 
-def dp_em(key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig, half_width: float | None = None) -> Release:
+def dp_em(
+    key: jax.Array,
+    y: jax.Array,
+    mu,
+    radius,
+    config: ReleaseConfig,
+    half_width: float | None = None,
+    prior: Release | None = None,
+) -> Release:
     """Fit a Gaussian mixture by differentially private EM; see ``dp_em_trace`` for the arguments.
 
     Returns:
         The last release, mu-GDP under ``config.relation``.
     """
-    return dp_em_trace(key, y, mu, radius, config, half_width)[0]
+    return dp_em_trace(key, y, mu, radius, config, half_width, prior)[0]
+
+
+def prior_release(params: GMMParams, n_records) -> Release:
+    """Turn a public mixture and a public record count into a planning input.
+
+    The allocation reads a mixture together with per-component counts. For a
+    public prior the counts are w_k * n_records, where ``n_records`` is a
+    public estimate of N: the true N is private under add/remove.
+
+    Args:
+        params: a public mixture in mechanism coordinates.
+        n_records: a public estimate of the number of records, > 0.
+
+    Returns:
+        A ``Release`` holding the prior and its counts.
+    """
+    return Release(params, params.weights * n_records)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -394,7 +436,9 @@ def combine_inverse_variance(
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def labelled_release(key: jax.Array, y: jax.Array, labels: jax.Array, mu, radius, config: ReleaseConfig) -> Release:
+def labelled_release(
+    key: jax.Array, y: jax.Array, labels: jax.Array, mu, radius, config: ReleaseConfig, prior: Release | None = None
+) -> Release:
     """Release a mixture whose components are given by each record's own label.
 
     Responsibilities are r = e_label, a function of the record alone. A pilot
@@ -402,7 +446,8 @@ def labelled_release(key: jax.Array, y: jax.Array, labels: jax.Array, mu, radius
     main release spends the rest with the allocation ``config.allocation``
     planned from the post-processed pilot. The two releases compose to
     mu-GDP (mu_pilot^2 + mu_main^2 = mu^2) and are combined by inverse-variance
-    weighting before post-processing.
+    weighting before post-processing. With a public ``prior`` there is no
+    pilot: the whole budget goes to one release planned from the prior.
 
     Args:
         key: PRNG key, split into the pilot's noise, the planning draws and
@@ -412,13 +457,21 @@ def labelled_release(key: jax.Array, y: jax.Array, labels: jax.Array, mu, radius
         mu: total GDP budget.
         radius: the domain radius R.
         config: static settings.
+        prior: a public mixture with public counts in mechanism coordinates
+            (see ``prior_release``), or None to plan from a pilot.
 
     Returns:
-        The combined release.
+        The combined release, or the single release planned from the prior.
     """
     key_pilot, key_planning, key_main = jax.random.split(key, 3)
     resp = jax.nn.one_hot(labels, config.n_components, dtype=y.dtype)
     stats = sufficient_statistics(y, resp)
+
+    if prior is not None:
+        shares = allocate_shares(key_planning, statistics_from_release(prior), mu, radius, config)
+        scales = noise_scales_from_shares(shares, mu, radius, config.relation)
+        return postprocess(add_noise(key_main, stats, scales), radius, config.count_floor, config.eigenvalue_floor,
+                           scales.covariances, config.noise_floor_factor)
 
     mu_pilot = jnp.sqrt(config.pilot_fraction) * mu
     mu_main = jnp.sqrt(1.0 - config.pilot_fraction) * mu

@@ -171,3 +171,21 @@ def to_data_coordinates(params: GMMParams, domain: Domain) -> GMMParams:
     means = np.asarray(params.means) * scale + domain.centre
     covariances = np.asarray(params.covariances) * scale[:, None] * scale[None, :]
     return GMMParams(np.asarray(params.weights), means, covariances)
+
+
+def params_to_mechanism_coordinates(params: GMMParams, domain: Domain) -> GMMParams:
+    """Map mixture parameters from data units into mechanism coordinates.
+
+    The inverse of ``to_data_coordinates`` for means inside the domain. Means
+    outside it are projected onto it, as records are, so that a public prior
+    cannot place a component where no record can be.
+    """
+    scale = np.asarray(domain.scale)
+    means = (np.asarray(params.means, dtype=np.float64) - domain.centre) / scale
+    if domain.bounded_box:
+        means = np.clip(means, -1.0, 1.0)
+    norms = np.linalg.norm(means, axis=1, keepdims=True)
+    means = means * np.minimum(1.0, domain.radius / np.maximum(norms, 1e-300))
+
+    covariances = np.asarray(params.covariances, dtype=np.float64) / (scale[:, None] * scale[None, :])
+    return GMMParams(np.asarray(params.weights, dtype=np.float64), means, covariances)

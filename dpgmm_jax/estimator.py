@@ -19,7 +19,7 @@ from dpgmm_jax.accounting import NeighbouringRelation
 from dpgmm_jax.domain import Domain
 from dpgmm_jax.em import log_prob, precision_cholesky, responsibilities
 from dpgmm_jax.kl import sample as sample_mixture
-from dpgmm_jax.release import check_labels, fresh_key, release_gmm
+from dpgmm_jax.release import check_labels, check_prior, fresh_key, release_gmm
 from dpgmm_jax.types import GMMParams
 from dpgmm_jax.validation import check_delta, check_epsilon, check_n_components
 
@@ -110,6 +110,13 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         noise is drawn. ``sklearn.base.clone`` shares the accountant with
         the clone instead of copying it, so clones spend from one ledger.
 
+    prior : dpgmm_jax.PublicPrior or None, default=None
+        A public mixture in data units with a public estimate of N, for
+        example a model released earlier or fitted to public data, never to
+        ``X``. The allocation is planned from it in place of the equal
+        split: in mode "dp_em" it is also the start, and in mode "labelled"
+        it replaces the pilot release.
+
     Attributes
     ----------
     weights_ : ndarray of shape (n_components,)
@@ -184,6 +191,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         noise_floor_factor=0.0,
         random_state=None,
         accountant=None,
+        prior=None,
     ):
         self.n_components = n_components
         self.epsilon = epsilon
@@ -200,6 +208,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         self.noise_floor_factor = noise_floor_factor
         self.random_state = random_state
         self.accountant = accountant
+        self.prior = prior
 
     def __sklearn_clone__(self):
         # The default clone deep-copies every parameter, which would give the
@@ -337,6 +346,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         domain = self._domain(X)
         key = self._key(stream=0)
         labels = check_labels(y, X.shape[0], self.n_components) if self.mode == "labelled" else None
+        if self.prior is not None:
+            check_prior(self.prior, domain, self.n_components, X.dtype)
 
         if self.accountant is not None:
             description = (
@@ -354,6 +365,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             mode=self.mode,
             key=key,
             labels=labels,
+            prior=self.prior,
             n_iter=self.max_iter,
             last_share=None if self.last_share is None else float(self.last_share),
             allocation=self.allocation,

@@ -23,10 +23,11 @@ from dpgmm_jax.accounting import (
     epsilon_from_mu,
     mu_from_epsilon_delta,
 )
-from dpgmm_jax.algorithms import ReleaseConfig, dp_em, labelled_release, oracle_release, schedule_mus
-from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinates
+from dpgmm_jax.algorithms import ReleaseConfig, dp_em, labelled_release, oracle_release, prior_release, schedule_mus
+from dpgmm_jax.domain import Domain, params_to_mechanism_coordinates, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import fit_em, initial_params_from_means
-from dpgmm_jax.types import GMMParams
+from dpgmm_jax.io import InvalidReleaseFileError, validate_params
+from dpgmm_jax.types import GMMParams, PublicPrior, Release
 from dpgmm_jax.validation import PrivacyLeakWarning, check_delta, check_epsilon
 
 logger = logging.getLogger(__name__)
@@ -58,21 +59,38 @@ def privacy_metadata(
     mode: str,
     domain: Domain,
     config: ReleaseConfig,
+    public_prior: bool = False,
 ) -> dict:
     """Describe the guarantee of a release as a JSON-serialisable dict.
 
     ``dp_guarantee`` is false for the oracle mode and for a domain derived
-    from the data. The dict never contains data-dependent counts such as the
+    from the data. ``allocation_source`` says what the noise allocation was
+    planned from. The dict never contains data-dependent counts such as the
     number of projected records.
     """
     mu = mu_from_epsilon_delta(epsilon, delta)
     if mode == "dp_em":
         iteration_mus = schedule_mus(mu, config, domain.n_features)
+    elif mode == "labelled" and public_prior:
+        iteration_mus = np.array([mu])
     elif mode == "labelled":
         iteration_mus = np.sqrt([config.pilot_fraction, 1.0 - config.pilot_fraction]) * mu
     else:
         iteration_mus = np.array([mu])
     dp_guarantee = mode != "oracle" and not domain.data_derived
+
+    if mode == "oracle":
+        allocation_source = "non-private fit"
+    elif mode == "labelled":
+        allocation_source = "public prior" if public_prior else "private pilot release"
+    elif public_prior:
+        allocation_source = "public prior, then the previous private iterate"
+    else:
+        allocation_source = "equal split, then the previous private iterate"
+
+    start = None
+    if mode == "dp_em":
+        start = "public_prior" if public_prior else config.start
 
     reasons = []
     if mode == "oracle":
@@ -93,17 +111,53 @@ def privacy_metadata(
         "dp_guarantee": dp_guarantee,
         "no_guarantee_reasons": reasons,
         "allocation": config.allocation,
+        "allocation_source": allocation_source,
         "min_share": config.min_share,
         "n_iter": config.n_iter if mode == "dp_em" else 1,
-        "start": config.start if mode == "dp_em" else None,
+        "start": start,
         "start_share": config.start_share if mode == "dp_em" and config.start == "histogram" else None,
-        "pilot_fraction": config.pilot_fraction if mode == "labelled" else None,
+        "pilot_fraction": config.pilot_fraction if mode == "labelled" and not public_prior else None,
         "last_share": config.last_share,
         "count_floor": config.count_floor,
         "eigenvalue_floor": config.eigenvalue_floor,
         "domain": domain.describe(),
         "versions": package_versions(),
     }
+
+
+def check_prior(prior, domain: Domain, n_components: int, dtype) -> Release:
+    """Validate a public prior and return it as a planning input in mechanism coordinates.
+
+    Raises:
+        TypeError: if ``prior`` is not a ``PublicPrior``.
+        ValueError: naming the invalid field and the fix.
+    """
+    if not isinstance(prior, PublicPrior):
+        raise TypeError(
+            f"prior must be a dpgmm_jax.PublicPrior(params, n_records), got {type(prior).__name__}"
+        )
+    try:
+        params = validate_params(prior.params)
+    except InvalidReleaseFileError as error:
+        raise ValueError(f"prior.params is invalid: {error}") from None
+    if params.weights.shape[0] != n_components:
+        raise ValueError(
+            f"prior has {params.weights.shape[0]} components, got n_components={n_components}; "
+            "pass a prior with n_components components"
+        )
+    if params.means.shape[1] != domain.n_features:
+        raise ValueError(
+            f"prior has d={params.means.shape[1]} features but the domain has d={domain.n_features}; "
+            "pass a prior in the domain's features"
+        )
+    n_records = prior.n_records
+    if isinstance(n_records, bool) or not isinstance(n_records, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(n_records) or n_records <= 0:
+        raise ValueError(f"prior.n_records must be a finite number > 0, got n_records={n_records!r}")
+
+    mechanism = params_to_mechanism_coordinates(params, domain)
+    mechanism = GMMParams(*(jnp.asarray(a, dtype=dtype) for a in mechanism))
+    return prior_release(mechanism, jnp.asarray(float(n_records), dtype=dtype))
 
 
 def check_labels(labels, n_records: int, n_components: int) -> np.ndarray:
@@ -148,6 +202,7 @@ def release_gmm(
     key: jax.Array | None = None,
     labels=None,
     accountant=None,
+    prior: PublicPrior | None = None,
     **config_options,
 ) -> tuple[GMMParams, dict]:
     """Release a Gaussian mixture of ``x`` under (epsilon, delta)-DP.
@@ -168,6 +223,11 @@ def release_gmm(
             its ``spend(epsilon, delta, description)`` is charged after
             validation and before any noise is drawn. It raises when the
             release would overspend.
+        prior: a public ``PublicPrior`` (mixture in data units and a public
+            estimate of N) to plan the allocation from, in place of the
+            equal split. In mode "dp_em" it is also the start; in mode
+            "labelled" it replaces the pilot, so the whole budget goes to
+            one release. It must not be computed from ``x``.
         **config_options: further ``ReleaseConfig`` fields (n_iter,
             last_share, allocation, min_share, relation, count_floor,
             eigenvalue_floor, chunk_size).
@@ -201,6 +261,13 @@ def release_gmm(
     elif labels is not None:
         raise ValueError(f"labels are only used by mode='labelled', got mode={mode!r}; drop labels or change mode")
 
+    if prior is not None:
+        if mode == "oracle":
+            raise ValueError("mode='oracle' plans from the non-private fit and takes no prior; drop prior")
+        if mode == "dp_em" and config.start == "histogram":
+            raise ValueError("a public prior replaces the histogram start; drop prior or pass start='data_independent'")
+        prior = check_prior(prior, domain, n_components, y.dtype)
+
     if accountant is not None:
         accountant.spend(epsilon, delta, f"release_gmm(mode={mode!r}, n_components={n_components})")
 
@@ -209,9 +276,9 @@ def release_gmm(
     y_jax = jnp.asarray(y)
 
     if mode == "dp_em":
-        release = dp_em(key, y_jax, mu, domain.radius, config, 1.0 if domain.bounded_box else None)
+        release = dp_em(key, y_jax, mu, domain.radius, config, 1.0 if domain.bounded_box else None, prior)
     elif mode == "labelled":
-        release = labelled_release(key, y_jax, jnp.asarray(labels), mu, domain.radius, config)
+        release = labelled_release(key, y_jax, jnp.asarray(labels), mu, domain.radius, config, prior)
     else:
         warnings.warn(
             "oracle mode plans the noise from the non-private fit: the release is NOT differentially private",
@@ -222,5 +289,7 @@ def release_gmm(
         release = oracle_release(key, y_jax, fitted, mu, domain.radius, config)
 
     params = to_data_coordinates(jax.tree.map(np.asarray, release.params), domain)
-    metadata = privacy_metadata(epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config)
+    metadata = privacy_metadata(
+        epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config, public_prior=prior is not None
+    )
     return params, metadata

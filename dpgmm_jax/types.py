@@ -71,3 +71,19 @@ class Release(NamedTuple):
 
     params: GMMParams
     counts: jax.Array
+
+
+class PublicPrior(NamedTuple):
+    """A public mixture that plans the noise allocation, in data units.
+
+    Attributes:
+        params: the prior mixture, for example a model published earlier or
+            one fitted to public data. It must not be computed from the
+            records being released.
+        n_records: a public estimate of the number of records N; the
+            allocation reads counts w_k * n_records. The true N is private
+            under add/remove, so it must not be read off the data.
+    """
+
+    params: GMMParams
+    n_records: float

@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from dpgmm_jax.accounting import mu_from_epsilon_delta
-from dpgmm_jax.algorithms import ReleaseConfig, data_independent_init, dp_em_trace, oracle_release
+from dpgmm_jax.algorithms import ReleaseConfig, data_independent_init, dp_em_trace, oracle_release, prior_release
 from dpgmm_jax.baselines import (
     DpsgdConfig,
     ParkConfig,
@@ -32,9 +32,9 @@ from dpgmm_jax.baselines import (
 from dpgmm_jax.data import Dataset, load_dataset
 from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import fit_em, log_prob
-from dpgmm_jax.kl import best_matching, kl_monte_carlo, matched_bound, permute_components
+from dpgmm_jax.kl import best_matching, kl_monte_carlo, matched_bound, permute_components, sample
 from dpgmm_jax.release import nonprivate_fit, privacy_metadata
-from dpgmm_jax.types import GMMParams
+from dpgmm_jax.types import GMMParams, Release
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ RDP_ALGORITHMS = ("park_dp_em", "dpsgd")
 # Algorithms whose output carries a differential privacy guarantee (given a public domain).
 PRIVATE_ALGORITHMS = ("dp_em", "park_dp_em", "dpsgd")
 DPSGD_OPTIONS = ("batch_size", "epochs", "sampling", "l2_norm_clip", "learning_rate")
+PRIORS = ("none", "public_sample")
 
 
 class PreparedDataset(NamedTuple):
@@ -203,6 +204,37 @@ def budgets_for(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig
     return jnp.asarray(values, dtype=prepared.y.dtype)
 
 
+def public_sample_prior(prepared: PreparedDataset, n_public: int, seed: int) -> Release:
+    """Fit a prior to a public sample drawn afresh from the generating model.
+
+    The sample shares no record with the private data: it is a new draw
+    from the synthetic generator, as a public survey of the same population
+    would be. Its non-private fit and the public N of the dataset config
+    plan DP-EM's first allocation and start it.
+
+    Args:
+        prepared: a synthetic dataset (one with a generating model).
+        n_public: size of the public sample.
+        seed: seed of the public draw, distinct from the data's seed.
+
+    Returns:
+        The prior as a planning input in mechanism coordinates.
+    """
+    if prepared.generating_model is None:
+        raise ValueError(
+            f"prior=public_sample needs a generating model, and dataset {prepared.name!r} has none; "
+            "run it on synthetic data or drop the prior option"
+        )
+    if n_public < prepared.n_components:
+        raise ValueError(f"prior_records must be >= K = {prepared.n_components}, got prior_records={n_public}")
+    public = sample(jax.random.key(seed), prepared.generating_model, n_public)
+    norms = jnp.linalg.norm(public, axis=1, keepdims=True)
+    public = public * jnp.minimum(1.0, prepared.domain.radius / norms)
+    fitted = nonprivate_fit(np.asarray(public), prepared.n_components, seed=seed)
+    fitted = GMMParams(*(jnp.asarray(a, dtype=prepared.y.dtype) for a in fitted))
+    return prior_release(fitted, jnp.asarray(float(prepared.y.shape[0]), dtype=prepared.y.dtype))
+
+
 def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig, keys: jax.Array, mus: jax.Array,
                nonprivate_max_iter: int = 300, method: DictConfig | None = None, seed: int = 0,
                trace: dict | None = None) -> GMMParams:
@@ -217,7 +249,9 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
         mus: shape (E,), the budget per epsilon from ``budgets_for``: total
             GDP mu, or a noise multiplier for "park_dp_em" and "dpsgd".
         nonprivate_max_iter: EM iterations for the non-private methods.
-        method: the method's config entry, read by "dpsgd" for its options.
+        method: the method's config entry, read by "dpsgd" for its options
+            and by "dp_em" for ``prior`` ("none" or "public_sample") and
+            ``prior_records`` (size of the public sample, default 1000).
         seed: base ``random_state`` of the "sklearn" trials (seed + trial).
         trace: for "dp_em", a dict that receives under "shares" the last
             iteration's split of mu_t^2 over (weights, means, covariances),
@@ -231,8 +265,15 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
 
     half_width = 1.0 if prepared.domain.bounded_box else None
     if algorithm == "dp_em":
+        prior_name = str(method.get("prior", "none"))
+        if prior_name not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got prior={prior_name!r}")
+        prior = None
+        if prior_name == "public_sample":
+            prior = public_sample_prior(prepared, int(method.get("prior_records", 1000)), seed + 1000)
+
         def single(key, mu):
-            release, shares = dp_em_trace(key, y, mu, radius, config, half_width)
+            release, shares = dp_em_trace(key, y, mu, radius, config, half_width, prior)
             return release.params, jnp.einsum("k,kg->g", release.params.weights, shares[-1])
 
         params, shares = jax.jit(jax.vmap(jax.vmap(single, in_axes=(0, None)), in_axes=(0, 0)))(keys, mus)
@@ -321,11 +362,13 @@ def evaluate_heldout(released: GMMParams, y_test: jax.Array, domain: Domain) -> 
 
 
 def method_metadata(algorithm: str, epsilon: float, delta: float, domain: Domain, config: ReleaseConfig,
-                    noise_multiplier: float | None = None, relation: str | None = None) -> dict:
+                    noise_multiplier: float | None = None, relation: str | None = None,
+                    public_prior: bool = False) -> dict:
     """Privacy metadata for one method at one epsilon.
 
     ``noise_multiplier`` and ``relation`` describe the RDP-accounted
     baselines; ``relation`` defaults to ``config.relation``.
+    ``public_prior`` marks DP-EM planned and started from a public prior.
     """
     if algorithm in ("nonprivate", "sklearn"):
         reason = "scikit-learn GaussianMixture" if algorithm == "sklearn" else "non-private EM"
@@ -338,7 +381,8 @@ def method_metadata(algorithm: str, epsilon: float, delta: float, domain: Domain
                 "accountant": "dp_accounting RdpAccountant", "noise_multiplier": noise_multiplier,
                 "neighbouring_relation": relation, "no_guarantee_reasons": reasons, "domain": domain.describe()}
     mode = "dp_em" if algorithm == "dp_em" else "oracle"
-    return privacy_metadata(epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config)
+    return privacy_metadata(epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config,
+                            public_prior=public_prior)
 
 
 def allocation_label(algorithm: str, config: ReleaseConfig) -> str:
@@ -409,7 +453,8 @@ def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictCon
                 "weights": params.weights.tolist(), "means": params.means.tolist(),
                 "covariances": params.covariances.tolist(),
                 "privacy": method_metadata(algorithm, epsilon, delta, prepared.domain, config,
-                                           float(budgets[e]) if algorithm in RDP_ALGORITHMS else None, relation),
+                                           float(budgets[e]) if algorithm in RDP_ALGORITHMS else None, relation,
+                                           str(method.get("prior", "none")) != "none"),
             })
         logger.info("%s on %s: %.1f s", method_name, prepared.name, time.perf_counter() - method_start)
         if progress is not None:
