@@ -1,5 +1,7 @@
 """A public prior as the source of the noise allocation."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ from dpgmm_jax.domain import params_to_mechanism_coordinates, to_data_coordinate
 from dpgmm_jax.ledger import PrivacyAccountant
 from dpgmm_jax.mechanism import statistics_from_release
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CENTRES = np.array([[-2.0, -1.0], [0.5, 2.0], [2.5, -1.5]])
 
 
@@ -157,3 +160,36 @@ def test_estimator_passes_prior(records):
                             random_state=0).fit(x, labels)
     assert gmm.privacy_["allocation_source"] == "public prior"
     assert gmm.privacy_["n_releases"] == 1
+
+
+def test_prior_sweep_runs_in_harness():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from experiments.harness import prepare_dataset, run_dataset
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        config = compose("config", overrides=["+sweep=prior", "datasets.synthetic.options.n_samples=1000"])
+    prepared = prepare_dataset(config.datasets.synthetic, "float64")
+    methods = OmegaConf.create({"dp_em_public_prior": config.methods.dp_em_public_prior})
+    kl = OmegaConf.create({"n_samples": 300})
+    rows, releases = run_dataset(prepared, methods, config.release, [1.0], config.delta, 2, 0, kl)
+
+    assert len(rows) == 2
+    assert all(np.isfinite(row["kl_mc"]) for row in rows)
+    privacy = releases[0]["privacy"]
+    assert privacy["start"] == "public_prior"
+    assert privacy["n_iter"] == 1
+    assert privacy["allocation_source"] == "public prior, then the previous private iterate"
+
+
+def test_public_sample_prior_needs_generating_model():
+    from hydra import compose, initialize_config_dir
+
+    from experiments.harness import prepare_dataset, public_sample_prior
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        config = compose("config", overrides=["+sweep=eps_grid"])
+    prepared = prepare_dataset(config.datasets.faithful, "float64")
+    with pytest.raises(ValueError, match="'faithful' has none"):
+        public_sample_prior(prepared, 100, 1)
