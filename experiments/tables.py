@@ -28,8 +28,8 @@ def method_table(results: pd.DataFrame, epsilon: float, metric: str = "kl_mc") -
 
     Returns:
         The table, one row per method in the run's order, one column per
-        dataset, each cell "median (mean)", and a last column that says
-        whether the method's output carries a DP guarantee.
+        dataset, each cell "median (mean)", and a last column that marks
+        the methods whose output carries a DP guarantee.
 
     Raises:
         ValueError: if the run has no row at ``epsilon`` or no ``metric`` column.
