@@ -64,9 +64,12 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
     radius : float, default=None
         Radius of the public ball domain, in data units.
 
-    mode : {"dp_em"}, default="dp_em"
+    mode : {"dp_em", "labelled"}, default="dp_em"
         Release algorithm. "dp_em" runs ``max_iter`` iterations of
-        differentially private EM from a data-independent start.
+        differentially private EM from a data-independent start (or from
+        ``prior``). "labelled" takes each record's component from the ``y``
+        passed to ``fit`` and releases once (after a pilot, unless a
+        ``prior`` plans the split).
 
     allocation : {"closed_form", "equal", "optax"}, default="closed_form"
         How each release splits its budget across weights, means and
