@@ -96,6 +96,18 @@ def at_grid_point(dataset_config: DictConfig, parameter: str | None, value) -> D
     return updated
 
 
+def dataset_trials(config: DictConfig, dataset_config: DictConfig) -> int:
+    """Return a dataset's number of trials: its own ``trials`` entry, else the run's.
+
+    A sweep may give a cheap dataset more trials where a small difference
+    between methods needs them, without slowing the others.
+    """
+    trials = int(dataset_config.get("trials", config.trials))
+    if trials < 1:
+        raise ValueError(f"trials of dataset {dataset_config.name!r} must be >= 1, got trials={trials}")
+    return trials
+
+
 def run_experiment(config: DictConfig, out_dir: Path) -> pd.DataFrame:
     """Run the configured sweep and write its outputs to ``out_dir``."""
     if config.precision == "float64":
@@ -108,9 +120,11 @@ def run_experiment(config: DictConfig, out_dir: Path) -> pd.DataFrame:
     delta = check_delta(config.delta)
     if int(config.trials) < 1:
         raise ValueError(f"trials must be >= 1, got trials={config.trials}")
+    datasets = selected_datasets(config)
+    for dataset_config in datasets.values():
+        dataset_trials(config, dataset_config)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    datasets = selected_datasets(config)
     methods = selected_methods(config)
     points = grid_points(config)
 
@@ -121,8 +135,9 @@ def run_experiment(config: DictConfig, out_dir: Path) -> pd.DataFrame:
         for parameter, value in points:
             for dataset_config in datasets.values():
                 prepared = prepare_dataset(at_grid_point(dataset_config, parameter, value), dtype)
+                n_trials = dataset_trials(config, dataset_config)
                 dataset_rows, dataset_releases = run_dataset(
-                    prepared, methods_for_dataset(methods, dataset_config), config.release, epsilons, delta, int(config.trials),
+                    prepared, methods_for_dataset(methods, dataset_config), config.release, epsilons, delta, n_trials,
                     int(config.seed), config.kl, progress,
                 )
                 if parameter is not None:

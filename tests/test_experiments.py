@@ -8,6 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments.run import dataset_trials
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 REQUIRED_COLUMNS = {"dataset", "method", "epsilon", "delta", "K", "d", "trial", "kl_mc", "kl_mc_se", "kl_bound"}
@@ -28,6 +31,14 @@ def test_eps_grid_sweep_composes():
     assert config.trials >= 20
     for dataset in config.datasets.values():
         assert "lower" in dataset.domain or "radius" in dataset.domain
+    assert dataset_trials(config, config.datasets.synthetic) == 100
+    assert dataset_trials(config, config.datasets.wine) == config.trials
+
+
+def test_dataset_trials_rejects_non_positive():
+    config = OmegaConf.create({"trials": 20})
+    with pytest.raises(ValueError, match="trials of dataset 'wine' must be >= 1, got trials=0"):
+        dataset_trials(config, OmegaConf.create({"name": "wine", "trials": 0}))
 
 
 def test_tiny_run_writes_every_output(tmp_path):
