@@ -43,6 +43,26 @@ METRIC_LABELS = {
 LOG_METRICS = ("kl_mc", "kl_generating")
 
 
+MAX_COLUMNS = 4
+
+
+def panel_grid(n_panels: int, max_columns: int = MAX_COLUMNS):
+    """Create one panel per dataset, wrapped into rows of at most ``max_columns``.
+
+    Returns:
+        ``(figure, axes, first_in_row)``: the figure, the ``n_panels`` axes in
+        reading order (unused grid cells are hidden), and the axes that start
+        a row, which carry the vertical axis label.
+    """
+    n_columns = min(n_panels, max_columns)
+    n_rows = -(-n_panels // n_columns)
+    figure, grid = plt.subplots(n_rows, n_columns, figsize=(4.2 * n_columns, 3.6 * n_rows), squeeze=False)
+    cells = list(grid.flat)
+    for unused in cells[n_panels:]:
+        unused.set_visible(False)
+    return figure, cells[:n_panels], [row[0] for row in grid]
+
+
 def plot_metric(results: pd.DataFrame, out_dir: Path, x: str = "epsilon", value: str = "kl_mc",
                 stem: str | None = None, log_x: bool = True, x_label: str | None = None) -> list[Path]:
     """Draw ``value`` against ``x``, one panel per dataset, median and IQR per method.
@@ -63,11 +83,11 @@ def plot_metric(results: pd.DataFrame, out_dir: Path, x: str = "epsilon", value:
     results = results[results[value].notna()]
     summary = summarise(results, value, by=("dataset", "method", x))
     datasets = list(dict.fromkeys(results["dataset"]))
-    figure, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    figure, axes, first_in_row = panel_grid(len(datasets))
     log_y = value in LOG_METRICS
     floor = KL_DISPLAY_FLOOR if log_y else -np.inf
 
-    for axis, dataset in zip(axes[0], datasets):
+    for axis, dataset in zip(axes, datasets):
         panel = summary[summary["dataset"] == dataset]
         for method in dict.fromkeys(results["method"]):
             line = panel[panel["method"] == method].sort_values(x)
@@ -86,8 +106,9 @@ def plot_metric(results: pd.DataFrame, out_dir: Path, x: str = "epsilon", value:
         axis.set_title(dataset)
         axis.set_xlabel(x_label or x)
         axis.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel(f"{METRIC_LABELS.get(value, value)}, median and IQR")
-    axes[0][-1].legend(fontsize="small")
+    for axis in first_in_row:
+        axis.set_ylabel(f"{METRIC_LABELS.get(value, value)}, median and IQR")
+    axes[-1].legend(fontsize="small")
     figure.tight_layout()
 
     stem = stem or f"{value}_vs_{x}"
@@ -155,9 +176,9 @@ def plot_allocation_vs_epsilon(results: pd.DataFrame, out_dir: Path, stem: str =
     methods = list(dict.fromkeys(traced["method"]))
     styles = ["-", "--", ":", "-."]
     colours = {"share_weights": "tab:blue", "share_means": "tab:orange", "share_covariances": "tab:green"}
-    figure, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    figure, axes, first_in_row = panel_grid(len(datasets))
 
-    for axis, dataset in zip(axes[0], datasets):
+    for axis, dataset in zip(axes, datasets):
         for m, method in enumerate(methods):
             rows = traced[(traced["dataset"] == dataset) & (traced["method"] == method)]
             medians = rows.groupby("epsilon")[list(SHARE_COLUMNS)].median().sort_index()
@@ -169,8 +190,9 @@ def plot_allocation_vs_epsilon(results: pd.DataFrame, out_dir: Path, stem: str =
         axis.set_title(dataset)
         axis.set_xlabel("epsilon")
         axis.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("share of the last iteration's mu^2 (median)")
-    axes[0][-1].legend(fontsize="x-small")
+    for axis in first_in_row:
+        axis.set_ylabel("share of the last iteration's mu^2 (median)")
+    axes[-1].legend(fontsize="x-small")
     figure.tight_layout()
 
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
