@@ -87,7 +87,7 @@ def test_monte_carlo_single_chunk_equals_direct_computation(rng):
     assert float(standard_error) == pytest.approx(log_ratio.std(ddof=1) / np.sqrt(3000), rel=1e-10)
 
 
-def test_monte_carlo_chunk_size_changes_only_the_random_stream(rng):
+def test_monte_carlo_chunk_size_changes_stream_only(rng):
     p, q = random_mixture(rng, 3, 2), random_mixture(rng, 3, 2)
     key = jax.random.key(7)
     whole, whole_error = kl_monte_carlo(key, p, q, 40_000, chunk_size=40_000)
@@ -113,7 +113,8 @@ def test_box_muller_draws_are_standard_normal(dtype):
 
     # An odd size exercises the dropped half of the last pair.
     draws = np.asarray(_standard_normal(jax.random.key(8), (40_001, 3), dtype))
-    assert draws.dtype == np.dtype(dtype) and draws.shape == (40_001, 3)
+    assert draws.dtype == np.dtype(dtype)
+    assert draws.shape == (40_001, 3)
     assert np.all(np.isfinite(draws))
     assert stats.kstest(draws.ravel(), "norm").pvalue > 1e-3
 
