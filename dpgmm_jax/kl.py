@@ -169,7 +169,9 @@ def kl_monte_carlo(
         and its standard error, sample standard deviation / sqrt(n_samples).
     """
     if n_samples < 2:
-        raise ValueError(f"n_samples must be at least 2 for a standard error, got n_samples={n_samples}; pass n_samples >= 2")
+        raise ValueError(
+            f"n_samples must be at least 2 for a standard error, got n_samples={n_samples}; pass n_samples >= 2"
+        )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got chunk_size={chunk_size}; pass chunk_size >= 1")
     chunk_size = min(chunk_size, n_samples)

@@ -81,6 +81,8 @@ def privacy_metadata(
 
     if mode == "oracle":
         allocation_source = "non-private fit"
+    elif config.allocation == "equal":
+        allocation_source = "none: the equal split reads no statistics"
     elif mode == "labelled":
         allocation_source = "public prior" if public_prior else "private pilot release"
     elif public_prior:
@@ -151,8 +153,8 @@ def check_prior(prior, domain: Domain, n_components: int, dtype) -> Release:
             "pass a prior in the domain's features"
         )
     n_records = prior.n_records
-    if isinstance(n_records, bool) or not isinstance(n_records, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(n_records) or n_records <= 0:
+    is_number = isinstance(n_records, (int, float, np.integer, np.floating)) and not isinstance(n_records, bool)
+    if not is_number or not np.isfinite(n_records) or n_records <= 0:
         raise ValueError(f"prior.n_records must be a finite number > 0, got n_records={n_records!r}")
 
     mechanism = params_to_mechanism_coordinates(params, domain)

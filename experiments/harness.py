@@ -227,10 +227,11 @@ def public_sample_prior(prepared: PreparedDataset, n_public: int, seed: int) -> 
         )
     if n_public < prepared.n_components:
         raise ValueError(f"prior_records must be >= K = {prepared.n_components}, got prior_records={n_public}")
-    public = sample(jax.random.key(seed), prepared.generating_model, n_public)
-    norms = jnp.linalg.norm(public, axis=1, keepdims=True)
-    public = public * jnp.minimum(1.0, prepared.domain.radius / norms)
-    fitted = nonprivate_fit(np.asarray(public), prepared.n_components, seed=seed)
+    # The public records go through the same projection onto the domain as
+    # the private ones, by way of data units.
+    drawn = np.asarray(sample(jax.random.key(seed), prepared.generating_model, n_public))
+    public, _ = to_mechanism_coordinates(drawn * prepared.domain.scale + prepared.domain.centre, prepared.domain)
+    fitted = nonprivate_fit(public, prepared.n_components, seed=seed)
     fitted = GMMParams(*(jnp.asarray(a, dtype=prepared.y.dtype) for a in fitted))
     return prior_release(fitted, jnp.asarray(float(prepared.y.shape[0]), dtype=prepared.y.dtype))
 

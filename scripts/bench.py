@@ -16,7 +16,7 @@ every number to a JSON file:
 
 JAX times exclude compilation: every jitted function runs once before it
 is timed. JAX times are the median of --repeats runs. The scikit-learn and
-release references run once, because a full-size fit takes minutes; the
+release references run once, because a full-size fit takes minutes. The
 Monte Carlo KL reference takes under a second, so it too is the median of
 --repeats runs.
 

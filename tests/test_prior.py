@@ -93,6 +93,14 @@ def test_labelled_with_prior_is_one_release(records):
     np.testing.assert_allclose(params.means, CENTRES, atol=0.1)
 
 
+def test_equal_split_reads_no_statistics(records):
+    x, _ = records
+    domain = Domain.from_bounds([-4.0, -4.0], [4.0, 4.0])
+    _, metadata = release_gmm(x, epsilon=1.0, delta=1e-5, domain=domain, n_components=3, key=jax.random.key(4),
+                              allocation="equal", n_iter=2)
+    assert metadata["allocation_source"] == "none: the equal split reads no statistics"
+
+
 def test_labelled_without_prior_names_the_pilot(records):
     x, labels = records
     domain = Domain.from_bounds([-4.0, -4.0], [4.0, 4.0])
