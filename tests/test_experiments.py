@@ -1,6 +1,7 @@
 """The Hydra app end to end, and what the main job's results must show."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,21 @@ def test_bound_dominates_monte_carlo_in_results(main_job):
     slack = 5 * main_job.kl_mc_se + 1e-9
     violations = main_job[main_job.kl_bound < main_job.kl_mc - slack]
     assert violations.empty, violations[["dataset", "method", "epsilon", "trial", "kl_mc", "kl_bound"]].head()
+
+
+def test_start_convergence_script_prints_rows():
+    command = [sys.executable, "scripts/start_convergence.py", "--dataset", "faithful", "--trials", "2",
+               "--iterations", "1", "3"]
+    completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = [line for line in completed.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
+    assert len(rows) == 2
+    medians = [float(row.split("|")[2]) for row in rows]
+    assert all(math.isfinite(median) for median in medians), medians
+
+
+def test_start_convergence_script_rejects_unknown_dataset():
+    command = [sys.executable, "scripts/start_convergence.py", "--dataset", "iris"]
+    completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2
+    assert "dataset 'iris' is not in the eps_grid sweep" in completed.stderr
