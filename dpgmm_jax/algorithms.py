@@ -16,6 +16,7 @@ private expectation maximization", AISTATS 2017.
 """
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -24,12 +25,13 @@ import numpy as np
 
 from dpgmm_jax.accounting import NeighbouringRelation, iteration_schedule, sensitivity_multiplier
 from dpgmm_jax.allocation import closed_form_shares, cost_coefficients, equal_shares
-from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, e_step, sufficient_statistics
+from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, chunked_sum, e_step, sufficient_statistics
 from dpgmm_jax.mechanism import (
     add_noise,
     group_sensitivities,
     noise_scales_from_shares,
     postprocess,
+    project_onto_ball,
     release_statistics,
     statistics_from_release,
 )
@@ -38,7 +40,7 @@ from dpgmm_jax.types import GMMParams, NoiseScales, Release, SufficientStatistic
 from dpgmm_jax.validation import check_n_components
 
 ALLOCATIONS = ("closed_form", "equal", "optax")
-STARTS = ("data_independent", "histogram")
+STARTS = ("data_independent", "histogram", "kmeans")
 
 
 class ReleaseConfig(NamedTuple):
@@ -67,10 +69,13 @@ class ReleaseConfig(NamedTuple):
         solver_steps: optimiser steps of the optax solver.
         pilot_fraction: share of mu^2 the labelled mode spends on its pilot
             release, in (0, 1).
-        start: how DP-EM starts, "data_independent" (public quantities only)
-            or "histogram" (a noisy histogram of the records, see
-            ``histogram_start``).
-        start_share: share of mu^2 the histogram start spends, in (0, 1).
+        start: how DP-EM starts, "data_independent" (public quantities only),
+            "histogram" (a noisy histogram of the records, see
+            ``histogram_start``) or "kmeans" (noisy Lloyd iterations, see
+            ``kmeans_start``).
+        start_share: share of mu^2 a private start (histogram or kmeans)
+            spends, in (0, 1).
+        kmeans_iter: Lloyd iterations of the k-means start, >= 1.
         histogram_cells: target number of histogram cells; each axis gets
             max(2, floor(cells^(1/d))) bins.
         histogram_suppression: after each pick, the histogram start
@@ -94,6 +99,7 @@ class ReleaseConfig(NamedTuple):
     start_share: float = 0.1
     histogram_cells: int = 256
     histogram_suppression: int = 1
+    kmeans_iter: int = 3
 
     def validate(self) -> "ReleaseConfig":
         """Check every field and return the config, raising ValueError on a bad one."""
@@ -123,6 +129,8 @@ class ReleaseConfig(NamedTuple):
             raise ValueError(f"start_share must be in (0, 1), got start_share={self.start_share}")
         if self.histogram_suppression < 0:
             raise ValueError(f"histogram_suppression must be >= 0, got histogram_suppression={self.histogram_suppression}")
+        if self.kmeans_iter < 1:
+            raise ValueError(f"kmeans_iter must be >= 1, got kmeans_iter={self.kmeans_iter}")
         if self.histogram_cells < 2:
             raise ValueError(f"histogram_cells must be >= 2, got histogram_cells={self.histogram_cells}")
         if not 0.0 < self.pilot_fraction < 1.0:
@@ -211,15 +219,132 @@ def histogram_start(
     _, (picked, picked_counts) = jax.lax.scan(pick, noisy, None, length=config.n_components)
 
     means = -half_width + (grid[picked] + 0.5) * width
-    means = means.astype(y.dtype)
-    norms = jnp.linalg.norm(means, axis=-1, keepdims=True)
-    means = means * jnp.minimum(1.0, radius / jnp.maximum(norms, 1e-30))
+    means = project_onto_ball(means.astype(y.dtype), radius)
 
     picked_counts = jnp.maximum(jnp.where(jnp.isfinite(picked_counts), picked_counts, 0.0), config.count_floor)
     weights = picked_counts / jnp.sum(picked_counts)
     covariances = jnp.broadcast_to(width**2 * jnp.eye(n_features, dtype=y.dtype),
                                    (config.n_components, n_features, n_features))
     return Release(GMMParams(weights, means, covariances), picked_counts)
+
+
+def hard_assignment_statistics(y: jax.Array, centres: jax.Array, chunk_size: int) -> SufficientStatistics:
+    """Return the sufficient statistics of each record's nearest centre, in chunks.
+
+    Each record's responsibilities are one-hot on argmin_k ||y - c_k||^2, so
+    one record enters one cluster's statistics, as in the DP-EM mechanism.
+    """
+    n_components = centres.shape[0]
+
+    def chunk_statistics(chunk, mask):
+        # argmin_k ||y - c_k||^2 = argmin_k (||c_k||^2 - 2 y.c_k): one GEMM per chunk.
+        scores = jnp.sum(centres**2, axis=-1) - 2.0 * chunk @ centres.T
+        resp = jax.nn.one_hot(jnp.argmin(scores, axis=-1), n_components, dtype=chunk.dtype) * mask[:, None]
+        return sufficient_statistics(chunk, resp)
+
+    return chunked_sum(chunk_statistics, y, chunk_size)
+
+
+class LloydStep(NamedTuple):
+    """Output of one noisy Lloyd step: released values only.
+
+    Attributes:
+        centres: noisy cluster means projected onto the ball, shape (K, d).
+        counts: noisy cluster sizes floored at ``count_floor``, shape (K,).
+        variances: noisy within-cluster variance per coordinate, clipped to
+            [eigenvalue_floor, R^2], shape (K,); None without ``spread``.
+    """
+
+    centres: jax.Array
+    counts: jax.Array
+    variances: jax.Array | None
+
+
+def noisy_lloyd_step(
+    key: jax.Array, y: jax.Array, centres: jax.Array, mu, radius, config: ReleaseConfig, spread: bool = False
+) -> LloydStep:
+    """Assign records to their nearest centre and release the clusters' noisy means: one mu-GDP step.
+
+    The clusters' counts n_k and sums s_k, and with ``spread`` the sums of
+    squared norms q_k = sum ||y_i||^2, get Gaussian noise with an equal share
+    of mu^2 per group: sigma_g = sqrt(G) Delta_g / mu for G groups, with
+    Delta = (1, R, R^2), doubled under replace-one
+    (``dpgmm_jax.mechanism.group_sensitivities``). Then
+
+        m_k = (s_k + noise) / max(n_k + noise, count_floor), projected onto the ball,
+        v_k = ((q_k + noise) / max(n_k + noise, count_floor) - ||m_k||^2) / d.
+
+    Args:
+        key: a fresh PRNG key for this step.
+        y: records in mechanism coordinates, shape (N, d).
+        centres: the current public or previously released centres, (K, d).
+        mu: GDP budget of the step.
+        radius: the domain radius R.
+        config: static settings (relation, floors, chunk_size).
+        spread: also release q_k and return the variances (static).
+
+    Returns:
+        A ``LloydStep``.
+    """
+    n_components, n_features = centres.shape
+    n_groups = 3 if spread else 2
+    sigmas = math.sqrt(n_groups) * group_sensitivities(radius, config.relation).astype(y.dtype) / mu
+
+    stats = hard_assignment_statistics(y, centres, config.chunk_size)
+    key_counts, key_sums, key_squares = jax.random.split(key, 3)
+    counts = stats.counts + sigmas[0] * jax.random.normal(key_counts, (n_components,), y.dtype)
+    sums = stats.first_moments + sigmas[1] * jax.random.normal(key_sums, (n_components, n_features), y.dtype)
+    counts = jnp.maximum(counts, config.count_floor)
+    means = project_onto_ball(sums / counts[:, None], radius)
+
+    variances = None
+    if spread:
+        squares = jnp.trace(stats.second_moments, axis1=-2, axis2=-1)
+        squares = squares + sigmas[2] * jax.random.normal(key_squares, (n_components,), y.dtype)
+        variances = (squares / counts - jnp.sum(means**2, axis=-1)) / n_features
+        variances = jnp.clip(variances, config.eigenvalue_floor, radius**2)
+    return LloydStep(means, counts, variances)
+
+
+def kmeans_start(key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig) -> Release:
+    """Start DP-EM from noisy Lloyd iterations (private k-means).
+
+    Lloyd's algorithm with noisy cluster counts and sums, the k-means of the
+    SuLQ framework (Blum, Dwork, McSherry and Nissim, "Practical privacy: the
+    SuLQ framework", PODS 2005). The centres start at the data-independent
+    start's means, and each of the ``config.kmeans_iter`` iterations is a
+    ``noisy_lloyd_step`` with mu_t^2 = mu^2 / kmeans_iter. The last one also
+    releases the clusters' spread, so the start is the mixture with the noisy
+    weights, the noisy centres and isotropic covariances v_k I. It comes from
+    private releases only, and DP-EM's first iteration plans its allocation
+    from its noisy counts.
+
+    Args:
+        key: PRNG key for the start.
+        y: records in mechanism coordinates, shape (N, d).
+        mu: GDP budget of the whole start.
+        radius: the domain radius R.
+        config: static settings (n_components, kmeans_iter, relation, floors,
+            chunk_size).
+
+    Returns:
+        The start as a ``Release`` with its noisy counts.
+    """
+    n_components, n_features = config.n_components, y.shape[1]
+    key_centres, key_iterations = jax.random.split(key)
+    centres = data_independent_init(key_centres, n_components, n_features, radius, y.dtype).params.means
+    iteration_mu = mu / math.sqrt(config.kmeans_iter)
+    iteration_keys = jax.random.split(key_iterations, config.kmeans_iter)
+
+    def lloyd(centres, iteration_key):
+        return noisy_lloyd_step(iteration_key, y, centres, iteration_mu, radius, config).centres, None
+
+    centres, _ = jax.lax.scan(lloyd, centres, iteration_keys[:-1])
+    last = noisy_lloyd_step(iteration_keys[-1], y, centres, iteration_mu, radius, config, spread=True)
+
+    weights = last.counts / jnp.sum(last.counts)
+    covariances = last.variances[:, None, None] * jnp.eye(n_features, dtype=y.dtype)
+    return Release(GMMParams(weights, last.centres, covariances), last.counts)
 
 
 def solver_settings(config: ReleaseConfig) -> SolverSettings:
@@ -275,28 +400,32 @@ def dp_em_trace(
             histogram start; None takes the radius (a cube around the ball).
             For a domain from per-feature bounds pass 1.0.
         prior: a public mixture with public counts, in mechanism coordinates
-            (see ``prior_release``). When given, DP-EM starts from it and
-            plans its first iteration's allocation from it in place of the
-            equal split. It must not be computed from the private records.
+            (see ``prior_release``). When given, DP-EM starts from it, in
+            place of ``config.start``, and plans its first iteration's
+            allocation from it. It must not be computed from the private
+            records.
 
     Returns:
         ``(release, shares)``: the last release and each iteration's split of
         its mu_t^2, shape (n_iter, K, 3). The whole run is mu-GDP under
-        ``config.relation``: the histogram start, if any, spends
+        ``config.relation``: a private start (histogram or kmeans) spends
         ``start_share`` of mu^2 and the iterations the rest.
     """
     n_features = y.shape[1]
     key_init, key_releases = jax.random.split(key)
-    iterations_share = 1.0
+    if prior is not None:
+        # The prior replaces the start, which then spends nothing.
+        config = config._replace(start="data_independent")
+    start_share = float(np.sum(start_schedule(config, n_features)))
+    iterations_share = 1.0 - start_share
 
     if prior is not None:
-        if config.start == "histogram":
-            raise ValueError("a public prior replaces the start; pass start='data_independent' with a prior")
         start = prior
     elif uses_histogram_start(config, n_features):
-        iterations_share = 1.0 - config.start_share
         cube = radius if half_width is None else half_width
-        start = histogram_start(key_init, y, jnp.sqrt(config.start_share) * mu, radius, cube, config)
+        start = histogram_start(key_init, y, math.sqrt(start_share) * mu, radius, cube, config)
+    elif config.start == "kmeans":
+        start = kmeans_start(key_init, y, math.sqrt(start_share) * mu, radius, config)
     else:
         # NOTE: above 2^16 histogram cells (d > 16) the histogram start falls back to the data-independent start.
         start = data_independent_init(key_init, config.n_components, n_features, radius, y.dtype)
@@ -304,9 +433,10 @@ def dp_em_trace(
     schedule = jnp.asarray(iteration_schedule(config.n_iter, config.last_share), dtype=y.dtype)
     iteration_mus = jnp.sqrt(schedule * iterations_share) * mu
     release_keys = jax.random.split(key_releases, config.n_iter)
-    # A public prior carries counts, so every iteration, the first included,
-    # plans its allocation from the release before it.
-    first_iteration = (jnp.arange(config.n_iter) == 0) & (prior is None)
+    # A public prior and the k-means start carry counts, so every iteration,
+    # the first included, plans its allocation from the release before it.
+    plans_from_start = prior is not None or config.start == "kmeans"
+    first_iteration = (jnp.arange(config.n_iter) == 0) & (not plans_from_start)
 
     def iteration(previous: Release, inputs):
         iteration_key, iteration_mu, is_first = inputs
@@ -400,12 +530,20 @@ def uses_histogram_start(config: ReleaseConfig, n_features: int) -> bool:
     return config.start == "histogram" and histogram_bins(n_features, config.histogram_cells) ** n_features <= MAX_HISTOGRAM_CELLS
 
 
-def schedule_mus(mu: float, config: ReleaseConfig, n_features: int) -> np.ndarray:
-    """Return the mu of every release of a DP-EM run with total budget mu, the start first if it spends any."""
-    schedule = iteration_schedule(config.n_iter, config.last_share)
+def start_schedule(config: ReleaseConfig, n_features: int) -> np.ndarray:
+    """Return the shares of mu^2 of the start's releases: none, one histogram, or kmeans_iter Lloyd steps."""
     if uses_histogram_start(config, n_features):
-        return np.sqrt(np.concatenate([[config.start_share], schedule * (1.0 - config.start_share)])) * mu
-    return np.sqrt(schedule) * mu
+        return np.array([config.start_share])
+    if config.start == "kmeans":
+        return np.full(config.kmeans_iter, config.start_share / config.kmeans_iter)
+    return np.zeros(0)
+
+
+def schedule_mus(mu: float, config: ReleaseConfig, n_features: int) -> np.ndarray:
+    """Return the mu of every release of a DP-EM run with total budget mu, the start's releases first."""
+    start = start_schedule(config, n_features)
+    schedule = iteration_schedule(config.n_iter, config.last_share) * (1.0 - np.sum(start))
+    return np.sqrt(np.concatenate([start, schedule])) * mu
 
 
 def combine_inverse_variance(

@@ -35,7 +35,7 @@ from dpgmm_jax.accounting import NeighbouringRelation
 from dpgmm_jax.algorithms import data_independent_init
 from dpgmm_jax.allocation import equal_shares
 from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, e_step, precision_cholesky
-from dpgmm_jax.mechanism import noise_scales_from_shares, release_statistics
+from dpgmm_jax.mechanism import noise_scales_from_shares, project_onto_ball, release_statistics
 from dpgmm_jax.types import GMMParams
 from dpgmm_jax.validation import check_delta, check_epsilon, check_n_components
 
@@ -328,9 +328,7 @@ def dpsgd_gmm(key: jax.Array, y: jax.Array, noise_multiplier, radius, config: Dp
 
     (raw, _), _ = jax.lax.scan(step, (raw, state), jax.random.split(key_batches, config.steps))
     params = to_gmm(raw, radius, config.eigenvalue_floor)
-    norms = jnp.linalg.norm(params.means, axis=-1, keepdims=True)
-    means = params.means * jnp.minimum(1.0, radius / jnp.maximum(norms, 1e-30))
-    return params._replace(means=means)
+    return params._replace(means=project_onto_ball(params.means, radius))
 
 
 def sklearn_fit(y: np.ndarray, n_components: int, seed: int, max_iter: int = 300) -> GMMParams:

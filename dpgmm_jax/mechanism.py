@@ -127,6 +127,12 @@ def add_noise(key: jax.Array, stats: SufficientStatistics, scales: NoiseScales) 
     )
 
 
+def project_onto_ball(points: jax.Array, radius) -> jax.Array:
+    """Project points, shape (..., d), onto the ball ||x|| <= radius (rows inside stay put)."""
+    norms = jnp.linalg.norm(points, axis=-1, keepdims=True)
+    return points * jnp.minimum(1.0, radius / jnp.maximum(norms, 1e-30))
+
+
 def postprocess(
     stats: SufficientStatistics,
     radius,
@@ -171,8 +177,7 @@ def postprocess(
     weights = counts / jnp.sum(counts)
 
     raw_means = stats.first_moments / counts[:, None]
-    norms = jnp.linalg.norm(raw_means, axis=-1, keepdims=True)
-    means = raw_means * jnp.minimum(1.0, radius / jnp.maximum(norms, 1e-30))
+    means = project_onto_ball(raw_means, radius)
 
     covariances = stats.second_moments / counts[:, None, None] - jnp.einsum("kd,ke->kde", raw_means, raw_means)
     covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))

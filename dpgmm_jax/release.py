@@ -69,6 +69,9 @@ def privacy_metadata(
     number of projected records.
     """
     mu = mu_from_epsilon_delta(epsilon, delta)
+    if public_prior:
+        # A public prior replaces DP-EM's start, which then spends nothing.
+        config = config._replace(start="data_independent")
     if mode == "dp_em":
         iteration_mus = schedule_mus(mu, config, domain.n_features)
     elif mode == "labelled" and public_prior:
@@ -87,6 +90,8 @@ def privacy_metadata(
         allocation_source = "public prior" if public_prior else "private pilot release"
     elif public_prior:
         allocation_source = "public prior, then the previous private iterate"
+    elif config.start == "kmeans":
+        allocation_source = "private k-means start, then the previous private iterate"
     else:
         allocation_source = "equal split, then the previous private iterate"
 
@@ -117,7 +122,8 @@ def privacy_metadata(
         "min_share": config.min_share,
         "n_iter": config.n_iter if mode == "dp_em" else 1,
         "start": start,
-        "start_share": config.start_share if mode == "dp_em" and config.start == "histogram" else None,
+        "start_share": config.start_share if mode == "dp_em" and start in ("histogram", "kmeans") else None,
+        "kmeans_iter": config.kmeans_iter if mode == "dp_em" and start == "kmeans" else None,
         "pilot_fraction": config.pilot_fraction if mode == "labelled" and not public_prior else None,
         "last_share": config.last_share,
         "count_floor": config.count_floor,
@@ -266,9 +272,14 @@ def release_gmm(
     if prior is not None:
         if mode == "oracle":
             raise ValueError("mode='oracle' plans from the non-private fit and takes no prior; drop prior")
-        if mode == "dp_em" and config.start == "histogram":
-            raise ValueError("a public prior replaces the histogram start; drop prior or pass start='data_independent'")
+        explicit_start = config_options.get("start", "data_independent")
+        if mode == "dp_em" and explicit_start != "data_independent":
+            raise ValueError(
+                f"a public prior replaces the {explicit_start} start; drop prior or drop start={explicit_start!r}"
+            )
         prior = check_prior(prior, domain, n_components, y.dtype)
+        # The prior replaces the default start, which then spends nothing.
+        config = config._replace(start="data_independent")
 
     if accountant is not None:
         accountant.spend(epsilon, delta, f"release_gmm(mode={mode!r}, n_components={n_components})")

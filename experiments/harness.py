@@ -163,6 +163,7 @@ def release_config(prepared: PreparedDataset, release: DictConfig, method: DictC
         start=str(release.get("start", "data_independent")),
         start_share=float(release.get("start_share", 0.1)),
         histogram_cells=int(release.get("histogram_cells", 256)),
+        kmeans_iter=int(release.get("kmeans_iter", 3)),
         solver_draws=int(release.get("solver_draws", 64)),
         solver_steps=int(release.get("solver_steps", 50)),
     ).validate()

@@ -1,4 +1,4 @@
-"""The private histogram start of DP-EM."""
+"""The private starts of DP-EM: noisy histogram and noisy k-means."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from dpgmm_jax import Domain, pld_epsilon, release_gmm
-from dpgmm_jax.algorithms import ReleaseConfig, histogram_bins, histogram_start, uses_histogram_start
+from dpgmm_jax.algorithms import (
+    ReleaseConfig,
+    dp_em_trace,
+    hard_assignment_statistics,
+    histogram_bins,
+    histogram_start,
+    kmeans_start,
+    noisy_lloyd_step,
+    uses_histogram_start,
+)
+from dpgmm_jax.em import sufficient_statistics
 
 
 @pytest.fixture
@@ -46,6 +56,79 @@ def test_histogram_start_falls_back_in_high_dimension():
 
 def test_invalid_start_rejected():
     with pytest.raises(ValueError, match="start must be one of"):
-        ReleaseConfig(2, start="kmeans").validate()
+        ReleaseConfig(2, start="kmedoids").validate()
     with pytest.raises(ValueError, match="start_share must be in"):
         ReleaseConfig(2, start_share=1.0).validate()
+    with pytest.raises(ValueError, match="kmeans_iter must be >= 1, got kmeans_iter=0"):
+        ReleaseConfig(2, start="kmeans", kmeans_iter=0).validate()
+
+
+def test_hard_assignment_matches_one_hot(rng):
+    y = jnp.asarray(rng.uniform(-1, 1, size=(1001, 3)))
+    centres = jnp.asarray(rng.uniform(-1, 1, size=(4, 3)))
+    nearest = np.argmin(np.linalg.norm(np.asarray(y)[:, None] - np.asarray(centres)[None], axis=-1), axis=1)
+    expected = sufficient_statistics(y, jnp.asarray(np.eye(4)[nearest]))
+    actual = hard_assignment_statistics(y, centres, chunk_size=128)
+    for got, want in zip(actual, expected):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-10, atol=1e-10)
+
+
+def test_kmeans_start_finds_clusters(clusters):
+    centres, y = clusters
+    config = ReleaseConfig(3, start="kmeans", kmeans_iter=5)
+    # Lloyd's algorithm from a data-independent start can merge two clusters, so
+    # the test expects all three clusters in most runs, not in every run.
+    found = 0
+    for seed in range(10):
+        start = kmeans_start(jax.random.key(seed), jnp.asarray(y), 20.0, np.sqrt(2.0), config)
+        distances = np.linalg.norm(centres[:, None, :] - np.asarray(start.params.means)[None], axis=-1)
+        found += bool(np.all(distances.min(axis=1) <= 0.05))
+        assert np.linalg.eigvalsh(np.asarray(start.params.covariances)).min() > 0
+        np.testing.assert_allclose(np.sum(np.asarray(start.params.weights)), 1.0, rtol=1e-12)
+    assert found >= 7, f"the start found all three clusters in {found} of 10 runs"
+
+
+@pytest.mark.parametrize("relation, multiplier, spread", [("add_or_remove_one", 1.0, False),
+                                                         ("replace_one", 2.0, False),
+                                                         ("add_or_remove_one", 1.0, True)])
+def test_lloyd_step_noise_is_calibrated(relation, multiplier, spread):
+    # One cluster of N records at c with ||c|| = R/2: the new centre is
+    # (N c + sigma_s z) / (N + sigma_n z'), so to first order its variance is
+    # sigma_s^2 / N^2 across c and (sigma_s^2 + sigma_n^2 ||c||^2) / N^2 along c.
+    n_records, radius, mu = 2000, 2.0, 0.5
+    point = np.array([radius / 2.0, 0.0])
+    y = jnp.asarray(np.tile(point, (n_records, 1)))
+    config = ReleaseConfig(1, relation=relation)
+    keys = jax.random.split(jax.random.key(3), 20000)
+    step = jax.vmap(lambda k: noisy_lloyd_step(k, y, jnp.zeros((1, 2)), mu, radius, config, spread))(keys)
+    moved = np.asarray(step.centres)[:, 0]
+    groups = 3.0 if spread else 2.0
+    sigma_counts = multiplier * np.sqrt(groups) / mu
+    sigma_sums = multiplier * np.sqrt(groups) * radius / mu
+    across = np.std(moved[:, 1]) * n_records
+    along = np.std(moved[:, 0]) * n_records
+    assert across == pytest.approx(sigma_sums, rel=0.03)
+    assert along == pytest.approx(np.hypot(sigma_sums, sigma_counts * radius / 2.0), rel=0.03)
+
+
+def test_kmeans_start_accounting(clusters):
+    _, y = clusters
+    domain = Domain.from_bounds([-1.0, -1.0], [1.0, 1.0])
+    params, metadata = release_gmm(y, epsilon=2.0, delta=1e-5, domain=domain, n_components=3,
+                                   key=jax.random.key(0), start="kmeans", start_share=0.2, kmeans_iter=4, n_iter=5)
+    assert len(metadata["iteration_mus"]) == 4 + 5
+    np.testing.assert_allclose(metadata["iteration_mus"][:4], np.sqrt(0.2 / 4) * metadata["mu"], rtol=1e-12)
+    assert metadata["composed_mu"] == pytest.approx(metadata["mu"], rel=1e-12)
+    assert pld_epsilon(metadata["iteration_mus"], 1e-5) == pytest.approx(2.0, rel=1e-3)
+    assert metadata["start"] == "kmeans"
+    assert metadata["kmeans_iter"] == 4
+    assert metadata["allocation_source"].startswith("private k-means start")
+    assert np.all(np.isfinite(params.means))
+
+
+def test_kmeans_start_plans_first_iteration(clusters):
+    # The first iteration plans from the start's noisy counts, not the equal split.
+    _, y = clusters
+    config = ReleaseConfig(3, start="kmeans", n_iter=2)
+    _, shares = dp_em_trace(jax.random.key(0), jnp.asarray(y), 1.0, np.sqrt(2.0), config, 1.0)
+    assert not np.allclose(np.asarray(shares[0]), 1.0 / 3.0)
