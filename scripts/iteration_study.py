@@ -1,10 +1,11 @@
 """Study DP-EM's number of iterations and its split of mu^2 over iterations.
 
-Runs the eps_grid datasets for n_iter in {5, 10, 20} and a last-iteration
-share of mu^2 in {uniform, 0.5}, with the closed-form allocation, and prints
-a Markdown table of median KL(non-private || released) per setting.
+Runs the eps_grid datasets for n_iter in {5, 10, 20} (or --iterations) and
+a last-iteration share of mu^2 in {uniform, 0.5}, with the closed-form
+allocation and the given start, and prints a Markdown table of median
+KL(non-private || released) per setting.
 
-    python scripts/iteration_study.py [--trials 20] [--out study.csv]
+    python scripts/iteration_study.py [--trials 20] [--start kmeans] [--iterations 3 5 10] [--out study.csv]
 """
 
 import argparse
@@ -19,15 +20,23 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from experiments.harness import prepare_dataset, run_dataset
+from experiments.run import dataset_trials
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20, help="trials per setting and epsilon")
+    parser.add_argument("--trials", type=int, default=20,
+                        help="trials per setting and epsilon, unless the sweep sets a dataset's own (synthetic: 100)")
     parser.add_argument("--out", type=Path, default=Path("iteration_study.csv"), help="CSV of every trial")
     parser.add_argument("--noise-floor-factor", type=float, default=0.0, help="kappa of the noise-aware floor")
+    parser.add_argument("--start", default="data_independent", help="DP-EM start: data_independent, histogram or kmeans")
+    parser.add_argument("--iterations", type=int, nargs="+", default=[5, 10, 20], help="values of n_iter")
+    parser.add_argument("--last-shares", nargs="+", default=["uniform", "0.5"],
+                        help="last-iteration shares of mu^2; 'uniform' splits mu^2 evenly")
+    parser.add_argument("--start-share", type=float, default=0.1, help="share of mu^2 a private start spends")
+    parser.add_argument("--kmeans-iter", type=int, default=3, help="noisy Lloyd steps of the k-means start")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     jax.config.update("jax_enable_x64", True)
@@ -36,17 +45,22 @@ def main() -> None:
         config = compose("config", overrides=["+sweep=eps_grid"])
 
     method = OmegaConf.create({"dp_em": {"algorithm": "dp_em", "allocation": "closed_form"}})
-    settings = list(itertools.product([5, 10, 20], [None, 0.5]))
-    prepared = [prepare_dataset(dataset, "float64") for dataset in config.datasets.values()]
+    last_shares = [None if share == "uniform" else float(share) for share in args.last_shares]
+    settings = list(itertools.product(args.iterations, last_shares))
+    config.trials = args.trials
+    prepared = [(prepare_dataset(dataset, "float64"), dataset_trials(config, dataset)) for dataset in config.datasets.values()]
 
     rows = []
     for n_iter, last_share in tqdm(settings, desc="settings"):
         release = config.release.copy()
         release.n_iter, release.last_share = n_iter, last_share
         release.noise_floor_factor = args.noise_floor_factor
-        for dataset in prepared:
+        release.start = args.start
+        release.start_share = args.start_share
+        release.kmeans_iter = args.kmeans_iter
+        for dataset, trials in prepared:
             dataset_rows, _ = run_dataset(dataset, method, release, config.epsilons, config.delta,
-                                          args.trials, config.seed, config.kl)
+                                          trials, config.seed, config.kl)
             for row in dataset_rows:
                 row.update(n_iter=n_iter, last_share="uniform" if last_share is None else last_share)
             rows += dataset_rows
