@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, DensityMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from dpgmm_jax.accounting import NeighbouringRelation
+from dpgmm_jax.algorithms import STARTS
 from dpgmm_jax.domain import Domain
 from dpgmm_jax.em import log_prob, precision_cholesky, responsibilities
 from dpgmm_jax.kl import sample as sample_mixture
@@ -66,8 +67,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
 
     mode : {"dp_em", "labelled"}, default="dp_em"
         Release algorithm. "dp_em" runs ``max_iter`` iterations of
-        differentially private EM from a data-independent start (or from
-        ``prior``). "labelled" takes each record's component from the ``y``
+        differentially private EM from ``start`` (or from ``prior``). "labelled" takes each record's component from the ``y``
         passed to ``fit`` and releases once (after a pilot, unless a
         ``prior`` plans the split).
 
@@ -90,6 +90,16 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         Share of the squared GDP budget mu^2 spent on the last DP-EM
         iteration, in (0, 1); the other iterations split the rest evenly.
         None splits mu^2 evenly over all iterations.
+
+    start : {"data_independent", "histogram", "kmeans"}, default="data_independent"
+        How DP-EM starts. "data_independent" reads only public values.
+        "kmeans" spends ``start_share`` of mu^2 on three noisy Lloyd steps
+        (``dpgmm_jax.algorithms.kmeans_start``), and "histogram" spends it on
+        a noisy histogram of the domain's grid. Both are accounted with the
+        iterations. Not used in mode "labelled" or with a ``prior``.
+
+    start_share : float, default=0.1
+        Share of mu^2 that a private start spends, in (0, 1).
 
     relation : {"add_or_remove_one", "replace_one"}, default="add_or_remove_one"
         Neighbouring relation of the guarantee. "replace_one" doubles every
@@ -190,6 +200,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         max_iter=10,
         tol=1e-3,
         last_share=0.5,
+        start="data_independent",
+        start_share=0.1,
         relation="add_or_remove_one",
         noise_floor_factor=0.0,
         random_state=None,
@@ -207,6 +219,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.last_share = last_share
+        self.start = start
+        self.start_share = start_share
         self.relation = relation
         self.noise_floor_factor = noise_floor_factor
         self.random_state = random_state
@@ -262,6 +276,19 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(
                 f"last_share must be in (0, 1) or None, got last_share={self.last_share!r}; "
                 "pass None to split the budget evenly over the iterations"
+            )
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got start={self.start!r}")
+        if (
+            isinstance(self.start_share, bool)
+            or not isinstance(self.start_share, numbers.Real)
+            or not 0.0 < self.start_share < 1.0
+        ):
+            raise ValueError(f"start_share must be in (0, 1), got start_share={self.start_share!r}")
+        if self.prior is not None and self.mode == "dp_em" and self.start != "data_independent":
+            raise ValueError(
+                f"start={self.start!r} has no role with a prior, because the prior is DP-EM's start. "
+                "Drop prior or pass start='data_independent'"
             )
         if self.relation not in RELATIONS:
             raise ValueError(f"relation must be one of {RELATIONS}, got relation={self.relation!r}")
@@ -374,6 +401,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             allocation=self.allocation,
             relation=self.relation,
             noise_floor_factor=float(self.noise_floor_factor),
+            start=self.start,
+            start_share=float(self.start_share),
         )
         logger.info("released a %d-component mixture in mode %s", self.n_components, metadata["mode"])
 

@@ -147,6 +147,17 @@ def test_large_epsilon_finds_clusters(records):
     np.testing.assert_allclose(model.weights_.sum(), 1.0)
 
 
+def test_kmeans_start_is_accounted(records):
+    model = DPGaussianMixture(n_components=2, epsilon=1000.0, max_iter=3, start="kmeans", start_share=0.2,
+                              bounds=(LOWER, UPPER), random_state=1)
+    model.fit(records)
+    assert model.privacy_["start"] == "kmeans"
+    assert model.privacy_["n_releases"] == 3 + 3
+    assert model.privacy_["composed_mu"] == pytest.approx(model.privacy_["mu"], rel=1e-12)
+    order = np.argsort(model.means_[:, 0])
+    np.testing.assert_allclose(model.means_[order], [[2.0, 60.0], [4.5, 80.0]], rtol=0.05)
+
+
 def test_ball_domain(records):
     centre = (LOWER + UPPER) / 2
     model = DPGaussianMixture(**SETTINGS, centre=centre, radius=40.0, random_state=0).fit(records)
@@ -307,6 +318,8 @@ BAD_PARAMETERS = [
     ({"last_share": "half"}, ValueError, "last_share='half'"),
     ({"relation": "swap_one"}, ValueError, "relation='swap_one'"),
     ({"noise_floor_factor": -0.5}, ValueError, "noise_floor_factor=-0.5"),
+    ({"start": "kmedoids"}, ValueError, "start='kmedoids'"),
+    ({"start_share": 1.0}, ValueError, "start_share=1.0"),
     ({"random_state": -1}, ValueError, "random_state=-1"),
     ({"random_state": "seed"}, ValueError, "random_state='seed'"),
     ({"accountant": object()}, TypeError, "spend"),

@@ -154,12 +154,23 @@ def test_prior_with_wrong_dimension_rejected(records):
 
 
 @pytest.mark.parametrize("options, match", [({"mode": "oracle"}, "takes no prior"),
-                                            ({"start": "histogram"}, "replaces the histogram start")])
+                                            ({"start": "histogram"}, "replaces the histogram start"),
+                                            ({"start": "kmeans"}, "replaces the kmeans start")])
 def test_prior_rejected_where_it_has_no_role(records, options, match):
     x, _ = records
     domain = Domain.from_bounds([-4.0, -4.0], [4.0, 4.0])
     with pytest.raises(ValueError, match=match):
         release_gmm(x, epsilon=1.0, delta=1e-5, domain=domain, n_components=3, prior=public_prior(), **options)
+
+
+def test_estimator_rejects_start_with_prior(records):
+    x, _ = records
+    accountant = PrivacyAccountant(epsilon=10.0, delta=1e-3)
+    gmm = DPGaussianMixture(3, bounds=([-4.0, -4.0], [4.0, 4.0]), prior=public_prior(), start="kmeans",
+                            accountant=accountant)
+    with pytest.raises(ValueError, match="start='kmeans' has no role with a prior"):
+        gmm.fit(x)
+    assert accountant.spent_mu == 0.0
 
 
 def test_estimator_passes_prior(records):
