@@ -252,7 +252,8 @@ class LloydStep(NamedTuple):
         centres: noisy cluster means projected onto the ball, shape (K, d).
         counts: noisy cluster sizes floored at ``count_floor``, shape (K,).
         variances: noisy within-cluster variance per coordinate, clipped to
-            [eigenvalue_floor, R^2], shape (K,); None without ``spread``.
+            [eigenvalue_floor, max(eigenvalue_floor, R^2 / d)], shape (K,);
+            None without ``spread``.
     """
 
     centres: jax.Array
@@ -301,8 +302,10 @@ def noisy_lloyd_step(
     if spread:
         squares = jnp.trace(stats.second_moments, axis1=-2, axis2=-1)
         squares = squares + sigmas[2] * jax.random.normal(key_squares, (n_components,), y.dtype)
+        # The trace of a covariance on the ball is at most R^2, so v_k <= R^2 / d.
         variances = (squares / counts - jnp.sum(means**2, axis=-1)) / n_features
-        variances = jnp.clip(variances, config.eigenvalue_floor, radius**2)
+        ceiling = jnp.maximum(config.eigenvalue_floor, radius**2 / n_features)
+        variances = jnp.clip(variances, config.eigenvalue_floor, ceiling)
     return LloydStep(means, counts, variances)
 
 
@@ -339,7 +342,8 @@ def kmeans_start(key: jax.Array, y: jax.Array, mu, radius, config: ReleaseConfig
     def lloyd(centres, iteration_key):
         return noisy_lloyd_step(iteration_key, y, centres, iteration_mu, radius, config).centres, None
 
-    centres, _ = jax.lax.scan(lloyd, centres, iteration_keys[:-1])
+    if config.kmeans_iter > 1:
+        centres, _ = jax.lax.scan(lloyd, centres, iteration_keys[:-1])
     last = noisy_lloyd_step(iteration_keys[-1], y, centres, iteration_mu, radius, config, spread=True)
 
     weights = last.counts / jnp.sum(last.counts)
@@ -427,7 +431,7 @@ def dp_em_trace(
     elif config.start == "kmeans":
         start = kmeans_start(key_init, y, math.sqrt(start_share) * mu, radius, config)
     else:
-        # NOTE: above 2^16 histogram cells (d > 16) the histogram start falls back to the data-independent start.
+        # NOTE: start="histogram" falls back here when its grid would exceed 2^16 cells (d > 16 at 256 target cells).
         start = data_independent_init(key_init, config.n_components, n_features, radius, y.dtype)
 
     schedule = jnp.asarray(iteration_schedule(config.n_iter, config.last_share), dtype=y.dtype)
@@ -444,8 +448,8 @@ def dp_em_trace(
         stats, _ = e_step(y, previous.params, config.chunk_size)
 
         # The allocation reads the previous release (or the public prior) only.
-        # A start without a prior carries no counts, so the first iteration
-        # then uses the equal split.
+        # The data-independent and histogram starts carry no cluster counts,
+        # so after them the first iteration uses the equal split.
         # lax.cond skips planning in the first iteration; its predicate comes
         # from the scan, not from vmapped inputs, so it stays a real branch.
         shares = jax.lax.cond(

@@ -23,7 +23,15 @@ from dpgmm_jax.accounting import (
     epsilon_from_mu,
     mu_from_epsilon_delta,
 )
-from dpgmm_jax.algorithms import ReleaseConfig, dp_em, labelled_release, oracle_release, prior_release, schedule_mus
+from dpgmm_jax.algorithms import (
+    ReleaseConfig,
+    dp_em,
+    labelled_release,
+    oracle_release,
+    prior_release,
+    schedule_mus,
+    uses_histogram_start,
+)
 from dpgmm_jax.domain import Domain, params_to_mechanism_coordinates, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import fit_em, initial_params_from_means
 from dpgmm_jax.io import InvalidReleaseFileError, validate_params
@@ -96,8 +104,13 @@ def privacy_metadata(
         allocation_source = "equal split, then the previous private iterate"
 
     start = None
-    if mode == "dp_em":
-        start = "public_prior" if public_prior else config.start
+    if mode == "dp_em" and public_prior:
+        start = "public_prior"
+    elif mode == "dp_em" and config.start == "histogram" and not uses_histogram_start(config, domain.n_features):
+        # The histogram start falls back to the data-independent start on a grid over 2^16 cells.
+        start = "data_independent"
+    elif mode == "dp_em":
+        start = config.start
 
     reasons = []
     if mode == "oracle":
@@ -238,7 +251,8 @@ def release_gmm(
             one release. It must not be computed from ``x``.
         **config_options: further ``ReleaseConfig`` fields (n_iter,
             last_share, allocation, min_share, relation, count_floor,
-            eigenvalue_floor, chunk_size).
+            eigenvalue_floor, chunk_size, start, start_share, kmeans_iter,
+            histogram_cells).
 
     Returns:
         ``(params, metadata)``: the released mixture in data units as NumPy

@@ -132,3 +132,22 @@ def test_kmeans_start_plans_first_iteration(clusters):
     config = ReleaseConfig(3, start="kmeans", n_iter=2)
     _, shares = dp_em_trace(jax.random.key(0), jnp.asarray(y), 1.0, np.sqrt(2.0), config, 1.0)
     assert not np.allclose(np.asarray(shares[0]), 1.0 / 3.0)
+
+
+def test_histogram_fallback_metadata(rng):
+    y = rng.uniform(-1.0, 1.0, size=(300, 17))
+    domain = Domain.from_bounds(-np.ones(17), np.ones(17))
+    _, metadata = release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=2,
+                              key=jax.random.key(0), start="histogram", n_iter=3)
+    assert metadata["start"] == "data_independent"
+    assert metadata["start_share"] is None
+    assert metadata["n_releases"] == 3
+
+
+def test_kmeans_start_single_step_without_jit(clusters):
+    _, y = clusters
+    config = ReleaseConfig(3, start="kmeans", kmeans_iter=1)
+    with jax.disable_jit():
+        start = kmeans_start(jax.random.key(0), jnp.asarray(y[:300]), 5.0, np.sqrt(2.0), config)
+    assert np.all(np.isfinite(np.asarray(start.params.means)))
+    assert np.asarray(start.params.covariances).max() <= 2.0 / 2 + 1e-12
