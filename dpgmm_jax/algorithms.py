@@ -130,7 +130,10 @@ class ReleaseConfig(NamedTuple):
         if self.histogram_suppression < 0:
             raise ValueError(f"histogram_suppression must be >= 0, got histogram_suppression={self.histogram_suppression}")
         if self.kmeans_iter < 1:
-            raise ValueError(f"kmeans_iter must be >= 1, got kmeans_iter={self.kmeans_iter}")
+            raise ValueError(
+                f"kmeans_iter must be >= 1, got kmeans_iter={self.kmeans_iter}; "
+                "pass the number of noisy Lloyd steps, for example kmeans_iter=3"
+            )
         if self.histogram_cells < 2:
             raise ValueError(f"histogram_cells must be >= 2, got histogram_cells={self.histogram_cells}")
         if not 0.0 < self.pilot_fraction < 1.0:
@@ -228,11 +231,26 @@ def histogram_start(
     return Release(GMMParams(weights, means, covariances), picked_counts)
 
 
-def hard_assignment_statistics(y: jax.Array, centres: jax.Array, chunk_size: int) -> SufficientStatistics:
-    """Return the sufficient statistics of each record's nearest centre, in chunks.
+class ClusterStatistics(NamedTuple):
+    """Sums over the records of each nearest-centre cluster.
+
+    Attributes:
+        counts: n_k, shape (K,).
+        first_moments: s_k = sum of y_i, shape (K, d).
+        squared_norms: q_k = sum of ||y_i||^2, shape (K,).
+    """
+
+    counts: jax.Array
+    first_moments: jax.Array
+    squared_norms: jax.Array
+
+
+def hard_assignment_statistics(y: jax.Array, centres: jax.Array, chunk_size: int) -> ClusterStatistics:
+    """Return the counts, sums and sums of squared norms of each record's nearest centre, in chunks.
 
     Each record's responsibilities are one-hot on argmin_k ||y - c_k||^2, so
-    one record enters one cluster's statistics, as in the DP-EM mechanism.
+    one record enters one cluster's sums, as in the DP-EM mechanism. Lloyd
+    steps need no second moments, so none are formed.
     """
     n_components = centres.shape[0]
 
@@ -240,7 +258,7 @@ def hard_assignment_statistics(y: jax.Array, centres: jax.Array, chunk_size: int
         # argmin_k ||y - c_k||^2 = argmin_k (||c_k||^2 - 2 y.c_k): one GEMM per chunk.
         scores = jnp.sum(centres**2, axis=-1) - 2.0 * chunk @ centres.T
         resp = jax.nn.one_hot(jnp.argmin(scores, axis=-1), n_components, dtype=chunk.dtype) * mask[:, None]
-        return sufficient_statistics(chunk, resp)
+        return ClusterStatistics(jnp.sum(resp, axis=0), resp.T @ chunk, resp.T @ jnp.sum(chunk**2, axis=-1))
 
     return chunked_sum(chunk_statistics, y, chunk_size)
 
@@ -300,8 +318,7 @@ def noisy_lloyd_step(
 
     variances = None
     if spread:
-        squares = jnp.trace(stats.second_moments, axis1=-2, axis2=-1)
-        squares = squares + sigmas[2] * jax.random.normal(key_squares, (n_components,), y.dtype)
+        squares = stats.squared_norms + sigmas[2] * jax.random.normal(key_squares, (n_components,), y.dtype)
         # The trace of a covariance on the ball is at most R^2, so v_k <= R^2 / d.
         variances = (squares / counts - jnp.sum(means**2, axis=-1)) / n_features
         ceiling = jnp.maximum(config.eigenvalue_floor, radius**2 / n_features)

@@ -96,7 +96,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         "kmeans" spends ``start_share`` of mu^2 on three noisy Lloyd steps
         (``dpgmm_jax.algorithms.kmeans_start``), and "histogram" spends it on
         a noisy histogram of the domain's grid. Both are accounted with the
-        iterations. Not used in mode "labelled" or with a ``prior``.
+        iterations. Mode "labelled" ignores it, and with a ``prior``, which is
+        the start, it must stay "data_independent".
 
     start_share : float, default=0.1
         Share of mu^2 that a private start spends, in (0, 1).
@@ -278,13 +279,17 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
                 "pass None to split the budget evenly over the iterations"
             )
         if self.start not in STARTS:
-            raise ValueError(f"start must be one of {STARTS}, got start={self.start!r}")
+            raise ValueError(
+                f"start must be one of {STARTS}, got start={self.start!r}; the default is 'data_independent'"
+            )
         if (
             isinstance(self.start_share, bool)
             or not isinstance(self.start_share, numbers.Real)
             or not 0.0 < self.start_share < 1.0
         ):
-            raise ValueError(f"start_share must be in (0, 1), got start_share={self.start_share!r}")
+            raise ValueError(
+                f"start_share must be in (0, 1), got start_share={self.start_share!r}; for example start_share=0.1"
+            )
         if self.prior is not None and self.mode == "dp_em" and self.start != "data_independent":
             raise ValueError(
                 f"start={self.start!r} has no role with a prior, because the prior is DP-EM's start. "

@@ -289,7 +289,8 @@ def release_gmm(
         explicit_start = config_options.get("start", "data_independent")
         if mode == "dp_em" and explicit_start != "data_independent":
             raise ValueError(
-                f"a public prior replaces the {explicit_start} start; drop prior or drop start={explicit_start!r}"
+                f"a public prior replaces the {explicit_start} start, so the two cannot be combined. "
+                f"Drop prior or drop start={explicit_start!r}"
             )
         prior = check_prior(prior, domain, n_components, y.dtype)
         # The prior replaces the default start, which then spends nothing.

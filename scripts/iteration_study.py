@@ -31,7 +31,8 @@ def main() -> None:
                         help="trials per setting and epsilon, unless the sweep sets a dataset's own (synthetic: 100)")
     parser.add_argument("--out", type=Path, default=Path("iteration_study.csv"), help="CSV of every trial")
     parser.add_argument("--noise-floor-factor", type=float, default=0.0, help="kappa of the noise-aware floor")
-    parser.add_argument("--start", default="data_independent", help="DP-EM start: data_independent, histogram or kmeans")
+    parser.add_argument("--start", default="data_independent", choices=["data_independent", "histogram", "kmeans"],
+                        help="DP-EM start")
     parser.add_argument("--iterations", type=int, nargs="+", default=[5, 10, 20], help="values of n_iter")
     parser.add_argument("--last-shares", nargs="+", default=["uniform", "0.5"],
                         help="last-iteration shares of mu^2; 'uniform' splits mu^2 evenly")

@@ -69,8 +69,12 @@ def test_hard_assignment_matches_one_hot(rng):
     nearest = np.argmin(np.linalg.norm(np.asarray(y)[:, None] - np.asarray(centres)[None], axis=-1), axis=1)
     expected = sufficient_statistics(y, jnp.asarray(np.eye(4)[nearest]))
     actual = hard_assignment_statistics(y, centres, chunk_size=128)
-    for got, want in zip(actual, expected):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(actual.counts), np.asarray(expected.counts), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(actual.first_moments), np.asarray(expected.first_moments),
+                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(actual.squared_norms),
+                               np.trace(np.asarray(expected.second_moments), axis1=-2, axis2=-1),
+                               rtol=1e-10, atol=1e-10)
 
 
 def test_kmeans_start_finds_clusters(clusters):
