@@ -138,6 +138,17 @@ def test_start_convergence_script_prints_rows():
     assert all(math.isfinite(median) for median in medians), medians
 
 
+def test_start_convergence_kmeans_and_oracle():
+    command = [sys.executable, "scripts/start_convergence.py", "--dataset", "faithful", "--trials", "2",
+               "--iterations", "2", "--start", "kmeans", "--epsilon", "3", "--oracle-shares", "1", "0.5"]
+    completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "kmeans start on faithful (epsilon 3, start share 0.1)" in completed.stdout
+    rows = [line for line in completed.stdout.splitlines() if line.split("|")[1:2] in ([" 2 "], [" 1 "], [" 0.5 "])]
+    assert len(rows) == 3, completed.stdout
+    assert all(math.isfinite(float(row.split("|")[2])) for row in rows)
+
+
 def test_start_convergence_script_rejects_unknown_dataset():
     command = [sys.executable, "scripts/start_convergence.py", "--dataset", "iris"]
     completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
