@@ -93,11 +93,23 @@ def test_main_job_grid_is_complete(main_job):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["dp_em_closed_form", "dp_em_optax"])
 @pytest.mark.parametrize("dataset", ["synthetic", "faithful", "wine"])
-def test_dp_em_improves_tenfold_from_low_to_high_epsilon(main_job, dataset):
-    low = median_kl(main_job, dataset, "dp_em_closed_form", 0.1)
-    high = median_kl(main_job, dataset, "dp_em_closed_form", 10.0)
-    assert high * 10 <= low, f"{dataset}: median KL {low:.4g} at epsilon 0.1, {high:.4g} at 10"
+def test_dp_em_improves_tenfold_from_low_to_high_epsilon(main_job, dataset, method):
+    low = median_kl(main_job, dataset, method, 0.1)
+    high = median_kl(main_job, dataset, method, 10.0)
+    assert high * 10 <= low, f"{dataset}, {method}: median KL {low:.4g} at epsilon 0.1, {high:.4g} at 10"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("epsilon", [0.1, 0.3])
+def test_solver_beats_closed_form_on_wine(main_job, epsilon):
+    # Where the noise is large the quadratic model misleads the closed form.
+    # The main job measured 4096 vs 5470 at epsilon 0.1 and 1213 vs 3413 at
+    # 0.3, and a run with 200 trials 3941 vs 5349 and 1838 vs 4030.
+    solver = median_kl(main_job, "wine", "dp_em_optax", epsilon)
+    closed_form = median_kl(main_job, "wine", "dp_em_closed_form", epsilon)
+    assert solver <= closed_form, f"epsilon {epsilon}: optax {solver:.4g}, closed form {closed_form:.4g}"
 
 
 @pytest.mark.slow

@@ -47,8 +47,9 @@ def test_prior_means_outside_domain_are_projected():
     assert np.linalg.norm(mapped.means, axis=1).max() <= domain.radius * (1 + 1e-12)
 
 
-def test_first_allocation_reads_the_prior_not_the_data(rng):
-    config = ReleaseConfig(n_components=3, n_iter=3)
+@pytest.mark.parametrize("allocation", ["closed_form", "optax"])
+def test_first_allocation_reads_the_prior_not_the_data(rng, allocation):
+    config = ReleaseConfig(n_components=3, n_iter=3, allocation=allocation)
     prior = prior_release(GMMParams(*(jnp.asarray(a) for a in public_prior().params)), jnp.asarray(3000.0))
     key = jax.random.key(1)
 
@@ -59,10 +60,13 @@ def test_first_allocation_reads_the_prior_not_the_data(rng):
 
     # The first iteration's split is the same for both datasets and equal to
     # the split planned from the prior alone. The closed form reads neither
-    # the key nor mu, so any key and mu reproduce it.
-    expected = allocate_shares(jax.random.key(0), statistics_from_release(prior), 1.0, 1.0, config)
+    # the key nor mu, so any key and mu reproduce it. The solver draws from a
+    # key inside dp_em_trace, so for it only the independence of the data is
+    # checked.
     np.testing.assert_array_equal(shares[0], other_shares[0])
-    np.testing.assert_allclose(shares[0], expected, rtol=1e-6)
+    if allocation == "closed_form":
+        expected = allocate_shares(jax.random.key(0), statistics_from_release(prior), 1.0, 1.0, config)
+        np.testing.assert_allclose(shares[0], expected, rtol=1e-6)
     assert not np.allclose(shares[0], 1.0 / 3.0), "the prior should move the split off the equal one"
 
     # Later iterations plan from the private iterates, which do depend on the data.
