@@ -4,11 +4,11 @@ Runs EM without noise from DP-EM's start on one eps_grid dataset for several
 iteration counts and prints the median and interquartile range of
 KL(non-private reference fit || result) over the trials. It separates what
 the start costs from what the noise costs. The start is the data-independent
-one, or the private k-means start with ``start_share`` of the budget of
+one, or the private k-means start with ``--start-share`` of mu^2 at
 ``--epsilon``. ``--oracle-shares`` also prints the oracle release (one
 release planned from the reference fit, not private) with the given shares
-of mu^2: the KL a last iteration with that share would have if EM had
-converged.
+of mu^2. It estimates the KL of a last DP-EM iteration with that share once
+EM has converged.
 
     python scripts/start_convergence.py [--dataset synthetic] [--trials 20] [--iterations 5 10 20 50 100 300]
     python scripts/start_convergence.py --start kmeans --epsilon 10 --oracle-shares 1 0.45
