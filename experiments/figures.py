@@ -63,6 +63,12 @@ def panel_grid(n_panels: int, max_columns: int = MAX_COLUMNS):
     return figure, cells[:n_panels], [row[0] for row in grid]
 
 
+def method_colours(methods: list[str]) -> dict[str, tuple]:
+    """Return a fixed colour for each method: the default cycle up to 10 methods, tab20 beyond."""
+    palette = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    return {method: palette(index % palette.N) for index, method in enumerate(methods)}
+
+
 def plot_metric(results: pd.DataFrame, out_dir: Path, x: str = "epsilon", value: str = "kl_mc",
                 stem: str | None = None, log_x: bool = True, x_label: str | None = None) -> list[Path]:
     """Draw ``value`` against ``x``, one panel per dataset, median and IQR per method.
@@ -87,14 +93,21 @@ def plot_metric(results: pd.DataFrame, out_dir: Path, x: str = "epsilon", value:
     log_y = value in LOG_METRICS
     floor = KL_DISPLAY_FLOOR if log_y else -np.inf
 
+    # One colour per method in every panel, because a method may be missing from some datasets.
+    methods = list(dict.fromkeys(results["method"]))
+    colours = method_colours(methods)
+    handles = {}
+
     for axis, dataset in zip(axes, datasets):
         panel = summary[summary["dataset"] == dataset]
-        for method in dict.fromkeys(results["method"]):
+        for method in methods:
             line = panel[panel["method"] == method].sort_values(x)
             if line.empty:
                 continue
-            axis.plot(line[x], np.maximum(line["median"], floor), marker="o", label=method)
-            axis.fill_between(line[x], np.maximum(line["q25"], floor), np.maximum(line["q75"], floor), alpha=0.2)
+            (handles[method],) = axis.plot(line[x], np.maximum(line["median"], floor), marker="o", label=method,
+                                           color=colours[method])
+            axis.fill_between(line[x], np.maximum(line["q25"], floor), np.maximum(line["q75"], floor), alpha=0.2,
+                              color=colours[method])
         if log_x:
             axis.set_xscale("log")
             # Grid values such as K = 2, 4, 8, 16 read better as plain ticks.
@@ -108,7 +121,8 @@ def plot_metric(results: pd.DataFrame, out_dir: Path, x: str = "epsilon", value:
         axis.grid(True, which="both", alpha=0.3)
     for axis in first_in_row:
         axis.set_ylabel(f"{METRIC_LABELS.get(value, value)}, median and IQR")
-    axes[-1].legend(fontsize="small")
+    ordered = [method for method in methods if method in handles]
+    axes[-1].legend([handles[method] for method in ordered], ordered, fontsize="small")
     figure.tight_layout()
 
     stem = stem or f"{value}_vs_{x}"
