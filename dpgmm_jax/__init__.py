@@ -19,6 +19,7 @@ from dpgmm_jax.allocation import closed_form_shares, cost_coefficients, equal_sh
 from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import EMResult, e_step, fit_em, log_prob, m_step, responsibilities, sufficient_statistics
 from dpgmm_jax.estimator import DPGaussianMixture
+from dpgmm_jax.histogram import histogram_em
 from dpgmm_jax.kl import best_matching, gaussian_kl, kl_monte_carlo, matched_bound, permute_components, sample
 from dpgmm_jax.parallel import fit_em_sharded
 from dpgmm_jax.mechanism import (
@@ -59,6 +60,7 @@ __all__ = [
     "fit_em",
     "fit_em_sharded",
     "gaussian_kl",
+    "histogram_em",
     "iteration_schedule",
     "kl_monte_carlo",
     "log_prob",

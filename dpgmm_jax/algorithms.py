@@ -26,6 +26,7 @@ import numpy as np
 from dpgmm_jax.accounting import NeighbouringRelation, iteration_schedule, sensitivity_multiplier
 from dpgmm_jax.allocation import closed_form_shares, cost_coefficients, equal_shares
 from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, chunked_sum, e_step, sufficient_statistics
+from dpgmm_jax.histogram import MAX_HISTOGRAM_CELLS, histogram_bins, noisy_histogram
 from dpgmm_jax.mechanism import (
     add_noise,
     group_sensitivities,
@@ -80,6 +81,9 @@ class ReleaseConfig(NamedTuple):
             max(2, floor(cells^(1/d))) bins.
         histogram_suppression: after each pick, the histogram start
             suppresses cells within this many bins on every axis.
+        histogram_threshold: the histogram release (``dpgmm_jax.histogram``)
+            drops cells whose noisy count is at most this many noise
+            standard deviations, >= 0.
     """
 
     n_components: int
@@ -99,6 +103,7 @@ class ReleaseConfig(NamedTuple):
     start_share: float = 0.1
     histogram_cells: int = 256
     histogram_suppression: int = 1
+    histogram_threshold: float = 1.0
     kmeans_iter: int = 3
 
     def validate(self) -> "ReleaseConfig":
@@ -129,6 +134,8 @@ class ReleaseConfig(NamedTuple):
             raise ValueError(f"start_share must be in (0, 1), got start_share={self.start_share}")
         if self.histogram_suppression < 0:
             raise ValueError(f"histogram_suppression must be >= 0, got histogram_suppression={self.histogram_suppression}")
+        if not self.histogram_threshold >= 0.0:
+            raise ValueError(f"histogram_threshold must be >= 0, got histogram_threshold={self.histogram_threshold}")
         if self.kmeans_iter < 1:
             raise ValueError(
                 f"kmeans_iter must be >= 1, got kmeans_iter={self.kmeans_iter}; "
@@ -164,24 +171,14 @@ def data_independent_init(key: jax.Array, n_components: int, n_features: int, ra
     return Release(GMMParams(weights, means, covariances), jnp.ones((n_components,), dtype))
 
 
-MAX_HISTOGRAM_CELLS = 2**16
-
-
-def histogram_bins(n_features: int, target_cells: int) -> int:
-    """Return the bins per axis of the histogram start: max(2, floor(cells^(1/d)))."""
-    return max(2, int(np.floor(target_cells ** (1.0 / n_features) + 1e-9)))
-
-
 def histogram_start(
     key: jax.Array, y: jax.Array, mu, radius, half_width, config: ReleaseConfig
 ) -> Release:
     """Start DP-EM from the highest cells of a noisy histogram of the records.
 
     The cube [-a, a]^d (a = ``half_width``, which contains the domain) is cut
-    into b^d cells. One record changes one cell count by one, so the count
-    vector has L2 sensitivity 1 under add/remove, and adding N(0, 1/mu^2)
-    noise to every count is mu-GDP (doubled sensitivity under replace-one).
-    The K starting means are the centres of the highest noisy cells, picked
+    into b^d cells, whose counts are released once by
+    ``dpgmm_jax.histogram.noisy_histogram`` (mu-GDP). The K starting means are the centres of the highest noisy cells, picked
     greedily. Each pick suppresses the cells within
     ``config.histogram_suppression`` bins of it on every axis, so that one
     cluster does not take several starts. The noisy
@@ -203,14 +200,8 @@ def histogram_start(
     bins = histogram_bins(n_features, config.histogram_cells)
     n_cells = bins**n_features
     width = 2.0 * half_width / bins
-
-    cell_of_axis = jnp.clip(jnp.floor((y + half_width) / width), 0, bins - 1).astype(jnp.int32)
     strides = bins ** jnp.arange(n_features, dtype=jnp.int32)
-    cells = cell_of_axis @ strides
-    counts = jnp.zeros(n_cells, y.dtype).at[cells].add(1.0)
-
-    sigma = sensitivity_multiplier(config.relation) / mu
-    noisy = counts + sigma * jax.random.normal(key, (n_cells,), y.dtype)
+    noisy = noisy_histogram(key, y, mu, bins, half_width, config.relation)
 
     grid = (jnp.arange(n_cells)[:, None] // strides[None, :]) % bins
 

@@ -27,7 +27,7 @@ from dpgmm_jax.validation import check_delta, check_epsilon, check_n_components
 logger = logging.getLogger(__name__)
 
 # In mode "labelled", ``fit`` passes its ``y`` to release_gmm as each record's component.
-MODES = ("dp_em", "labelled")
+MODES = ("dp_em", "histogram_em", "labelled")
 # Passed through to ReleaseConfig, whose own ALLOCATIONS decides what runs:
 # a version without the optax solver raises for "optax" before any noise.
 ALLOCATIONS = ("closed_form", "equal", "optax")
@@ -65,11 +65,17 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
     radius : float, default=None
         Radius of the public ball domain, in data units.
 
-    mode : {"dp_em", "labelled"}, default="dp_em"
+    mode : {"dp_em", "histogram_em", "labelled"}, default="dp_em"
         Release algorithm. "dp_em" runs ``max_iter`` iterations of
-        differentially private EM from ``start`` (or from ``prior``). "labelled" takes each record's component from the ``y``
-        passed to ``fit`` and releases once (after a pilot, unless a
-        ``prior`` plans the split).
+        differentially private EM from ``start`` (or from ``prior``).
+        "histogram_em" releases one noisy histogram over a grid of the
+        domain and fits the mixture to it by EM, as post-processing
+        (``dpgmm_jax.histogram``). It needs at least 4 bins per axis of a
+        256-cell grid, so d <= 4, and there it is usually far more accurate
+        than "dp_em". It ignores ``allocation``, ``max_iter``,
+        ``last_share``, ``start`` and ``start_share``. "labelled" takes
+        each record's component from the ``y`` passed to ``fit`` and
+        releases once (after a pilot, unless a ``prior`` plans the split).
 
     allocation : {"closed_form", "equal", "optax"}, default="closed_form"
         How each release splits its budget across weights, means and

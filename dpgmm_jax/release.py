@@ -34,13 +34,14 @@ from dpgmm_jax.algorithms import (
 )
 from dpgmm_jax.domain import Domain, params_to_mechanism_coordinates, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import fit_em, initial_params_from_means
+from dpgmm_jax.histogram import check_histogram_grid, histogram_em
 from dpgmm_jax.io import InvalidReleaseFileError, validate_params
 from dpgmm_jax.types import GMMParams, PublicPrior, Release
 from dpgmm_jax.validation import PrivacyLeakWarning, check_delta, check_epsilon
 
 logger = logging.getLogger(__name__)
 
-MODES = ("dp_em", "labelled", "oracle")
+MODES = ("dp_em", "histogram_em", "labelled", "oracle")
 _VERSIONED_PACKAGES = ("dpgmm_jax", "jax", "jaxlib", "optax", "dp-accounting", "numpy", "scikit-learn")
 
 
@@ -82,7 +83,7 @@ def privacy_metadata(
         config = config._replace(start="data_independent")
     if mode == "dp_em":
         iteration_mus = schedule_mus(mu, config, domain.n_features)
-    elif mode == "labelled" and public_prior:
+    elif mode == "histogram_em" or (mode == "labelled" and public_prior):
         iteration_mus = np.array([mu])
     elif mode == "labelled":
         iteration_mus = np.sqrt([config.pilot_fraction, 1.0 - config.pilot_fraction]) * mu
@@ -92,6 +93,8 @@ def privacy_metadata(
 
     if mode == "oracle":
         allocation_source = "non-private fit"
+    elif mode == "histogram_em":
+        allocation_source = "none: one histogram release, every count with the same noise"
     elif config.allocation == "equal":
         allocation_source = "none: the equal split reads no statistics"
     elif mode == "labelled":
@@ -130,17 +133,19 @@ def privacy_metadata(
         "mode": mode,
         "dp_guarantee": dp_guarantee,
         "no_guarantee_reasons": reasons,
-        "allocation": config.allocation,
+        "allocation": None if mode == "histogram_em" else config.allocation,
         "allocation_source": allocation_source,
-        "min_share": config.min_share,
+        "min_share": None if mode == "histogram_em" else config.min_share,
         "n_iter": config.n_iter if mode == "dp_em" else 1,
         "start": start,
         "start_share": config.start_share if mode == "dp_em" and start in ("histogram", "kmeans") else None,
         "kmeans_iter": config.kmeans_iter if mode == "dp_em" and start == "kmeans" else None,
         "pilot_fraction": config.pilot_fraction if mode == "labelled" and not public_prior else None,
-        "last_share": config.last_share,
+        "last_share": None if mode == "histogram_em" else config.last_share,
         "count_floor": config.count_floor,
         "eigenvalue_floor": config.eigenvalue_floor,
+        "histogram_cells": config.histogram_cells if mode == "histogram_em" else None,
+        "histogram_threshold": config.histogram_threshold if mode == "histogram_em" else None,
         "domain": domain.describe(),
         "versions": package_versions(),
     }
@@ -234,9 +239,11 @@ def release_gmm(
         delta: privacy parameter, in (0, 1).
         domain: the public domain; records outside it are projected onto it.
         n_components: number of components K >= 1.
-        mode: "dp_em" (private end to end), "labelled" (one release per
-            label, components given by ``labels``) or "oracle" (NOT private,
-            a reference that plans the noise from the non-private fit).
+        mode: "dp_em" (private end to end), "histogram_em" (EM on one
+            noisy histogram, see ``dpgmm_jax.histogram``; for d up to about
+            4), "labelled" (one release per label, components given by
+            ``labels``) or "oracle" (NOT private, a reference that plans the
+            noise from the non-private fit).
         key: PRNG key for the noise; None draws one from OS entropy.
         labels: integer component label of each record, in [0, n_components),
             required by mode "labelled" and rejected otherwise.
@@ -252,7 +259,7 @@ def release_gmm(
         **config_options: further ``ReleaseConfig`` fields (n_iter,
             last_share, allocation, min_share, relation, count_floor,
             eigenvalue_floor, chunk_size, start, start_share, kmeans_iter,
-            histogram_cells).
+            histogram_cells, histogram_threshold).
 
     Returns:
         ``(params, metadata)``: the released mixture in data units as NumPy
@@ -283,9 +290,12 @@ def release_gmm(
     elif labels is not None:
         raise ValueError(f"labels are only used by mode='labelled', got mode={mode!r}; drop labels or change mode")
 
+    if mode == "histogram_em":
+        check_histogram_grid(y.shape[1], config.histogram_cells)
+
     if prior is not None:
-        if mode == "oracle":
-            raise ValueError("mode='oracle' plans from the non-private fit and takes no prior; drop prior")
+        if mode in ("oracle", "histogram_em"):
+            raise ValueError(f"mode={mode!r} plans nothing from a prior and takes none; drop prior")
         explicit_start = config_options.get("start", "data_independent")
         if mode == "dp_em" and explicit_start != "data_independent":
             raise ValueError(
@@ -305,6 +315,9 @@ def release_gmm(
 
     if mode == "dp_em":
         release = dp_em(key, y_jax, mu, domain.radius, config, 1.0 if domain.bounded_box else None, prior)
+    elif mode == "histogram_em":
+        half_width = 1.0 if domain.bounded_box else domain.radius
+        release = histogram_em(key, y_jax, mu, domain.radius, half_width, config)
     elif mode == "labelled":
         release = labelled_release(key, y_jax, jnp.asarray(labels), mu, domain.radius, config, prior)
     else:
