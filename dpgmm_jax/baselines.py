@@ -35,7 +35,7 @@ from dpgmm_jax.accounting import NeighbouringRelation
 from dpgmm_jax.algorithms import data_independent_init
 from dpgmm_jax.allocation import equal_shares
 from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, e_step, precision_cholesky
-from dpgmm_jax.mechanism import noise_scales_from_shares, project_onto_ball, release_statistics
+from dpgmm_jax.mechanism import map_eigenvalues, noise_scales_from_shares, project_onto_ball, release_statistics
 from dpgmm_jax.types import GMMParams
 from dpgmm_jax.validation import check_delta, check_epsilon, check_n_components
 
@@ -256,10 +256,7 @@ def to_gmm(raw: UnconstrainedGMM, radius, eigenvalue_floor: float) -> GMMParams:
     """Map unconstrained parameters to a mixture, clipping eigenvalues to [floor, R^2]."""
     factor = precision_factor(raw)
     precisions = factor @ jnp.swapaxes(factor, -1, -2)
-    eigenvalues, eigenvectors = jnp.linalg.eigh(precisions)
-    variances = jnp.clip(1.0 / eigenvalues, eigenvalue_floor, radius**2)
-    covariances = jnp.einsum("kij,kj,klj->kil", eigenvectors, variances, eigenvectors)
-    covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
+    covariances = map_eigenvalues(precisions, lambda eigenvalues: jnp.clip(1.0 / eigenvalues, eigenvalue_floor, radius**2))
     return GMMParams(jax.nn.softmax(raw.logits), raw.means, covariances)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from dpgmm_jax.accounting import sensitivity_multiplier
 from dpgmm_jax.em import component_log_densities, m_step, sufficient_statistics
-from dpgmm_jax.mechanism import postprocess
+from dpgmm_jax.mechanism import map_eigenvalues, postprocess
 from dpgmm_jax.types import Release, SufficientStatistics
 
 MAX_HISTOGRAM_CELLS = 2**16
@@ -48,7 +48,6 @@ KMEANS_RESTARTS = 10
 LLOYD_ITERATIONS = 50
 EM_MAX_ITER = 1000
 EM_TOL = 1e-9
-EM_REG_COVAR = 1e-6
 
 
 class Grid(NamedTuple):
@@ -211,7 +210,7 @@ class BackgroundEMState(NamedTuple):
 
 
 def background_em(
-    points: jax.Array, weights: jax.Array, initial_resp: jax.Array, log_background_density: float
+    points: jax.Array, weights: jax.Array, initial_resp: jax.Array, log_background_density: float, min_variance: float
 ) -> tuple[SufficientStatistics, jax.Array]:
     """Run weighted EM for K Gaussians plus a uniform background component.
 
@@ -226,6 +225,7 @@ def background_em(
         weights: cell weights, shape (M,), non-negative.
         initial_resp: starting responsibilities of the K Gaussians, shape (M, K).
         log_background_density: log u(x) = -d log(2a).
+        min_variance: floor on the covariance eigenvalues that the E step uses, > 0.
 
     Returns:
         ``(stats, background_weight)``: the Gaussians' weighted statistics
@@ -237,7 +237,10 @@ def background_em(
         return sufficient_statistics(points, resp * weights[:, None])
 
     def e_step(stats, background_weight):
-        params = m_step(stats, EM_REG_COVAR)
+        params = m_step(stats, 0.0)
+        params = params._replace(
+            covariances=map_eigenvalues(params.covariances, lambda eigenvalues: jnp.maximum(eigenvalues, min_variance))
+        )
         gaussian = component_log_densities(points, params) + jnp.log(params.weights) + jnp.log1p(-background_weight)
         background = jnp.log(jnp.maximum(background_weight, BACKGROUND_WEIGHT_FLOOR)) + log_background_density
         joint = jnp.concatenate([gaussian, jnp.full((points.shape[0], 1), background, points.dtype)], axis=-1)
@@ -294,9 +297,41 @@ def histogram_em(key: jax.Array, y: jax.Array, mu, radius, half_width: float, co
     centres = weighted_kmeans(kmeans_key, points, weights, config.n_components)
     labels = jnp.argmin(jnp.sum((points[:, None, :] - centres[None]) ** 2, axis=-1), axis=-1)
     initial_resp = jax.nn.one_hot(labels, config.n_components, dtype=y.dtype)
-    stats, _ = background_em(points, weights, initial_resp, -n_features * math.log(2.0 * half_width))
+    # The E step floors each covariance's eigenvalues at the variance of one cell, width^2/12, so that
+    # no component can collapse onto a single cell centre. The statistics themselves are not floored.
+    within_cell = grid.width**2 / 12.0
+    stats, _ = background_em(points, weights, initial_resp, -n_features * math.log(2.0 * half_width), within_cell)
 
-    # Sheppard's correction: grouping to cell centres adds width^2/12 to every variance.
-    sheppard = (grid.width**2 / 12.0) * jnp.eye(n_features, dtype=y.dtype)
-    stats = stats._replace(second_moments=stats.second_moments - stats.counts[:, None, None] * sheppard)
-    return postprocess(stats, radius, config.count_floor, config.eigenvalue_floor)
+    return postprocess(sheppard_correction(stats, within_cell), radius, config.count_floor, config.eigenvalue_floor)
+
+
+def sheppard_correction(stats: SufficientStatistics, excess: float) -> SufficientStatistics:
+    """Remove the grouping variance from every covariance, within limits.
+
+    For a density smooth on the scale of a cell, rounding to the cell centre
+    adds an independent uniform error, whose variance e = width^2/12 adds to
+    every variance of the grouped data (Sheppard's correction). A component
+    narrower than a cell breaks that assumption: its grouped variance can be
+    below e, and subtracting e would leave a near-singular covariance, which
+    costs far more KL than a broad one. The histogram cannot resolve such a
+    component, so each eigenvalue lambda becomes
+    max(lambda - e, max(lambda, e) / 2): Sheppard's value where lambda >= 2e,
+    and at least e/2 everywhere.
+
+    Args:
+        stats: weighted statistics of the grouped data, with positive counts.
+        excess: e = width^2/12 for cells of side width.
+
+    Returns:
+        Statistics with the same counts and first moments and corrected
+        second moments.
+    """
+    counts = jnp.maximum(stats.counts, jnp.finfo(stats.counts.dtype).tiny)
+    means = stats.first_moments / counts[:, None]
+    outer = jnp.einsum("kd,ke->kde", means, means)
+    covariances = stats.second_moments / counts[:, None, None] - outer
+    covariances = map_eigenvalues(
+        0.5 * (covariances + jnp.swapaxes(covariances, -1, -2)),
+        lambda eigenvalues: jnp.maximum(eigenvalues - excess, 0.5 * jnp.maximum(eigenvalues, excess)),
+    )
+    return stats._replace(second_moments=counts[:, None, None] * (covariances + outer))

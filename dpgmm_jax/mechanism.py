@@ -193,12 +193,24 @@ def postprocess(
         floors = jnp.maximum(floors, noise_floor_factor * noise_level)
     floors = jnp.minimum(floors, radius**2)
 
-    eigenvalues, eigenvectors = jnp.linalg.eigh(covariances)
-    eigenvalues = jnp.clip(eigenvalues, floors[:, None], radius**2)
-    covariances = jnp.einsum("kij,kj,klj->kil", eigenvectors, eigenvalues, eigenvectors)
-    covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
+    covariances = map_eigenvalues(covariances, lambda eigenvalues: jnp.clip(eigenvalues, floors[:, None], radius**2))
 
     return Release(GMMParams(weights, means, covariances), counts)
+
+
+def map_eigenvalues(symmetric: jax.Array, function) -> jax.Array:
+    """Return V f(Lambda) V^T for each symmetric matrix V Lambda V^T, symmetrised.
+
+    Args:
+        symmetric: symmetric matrices of shape (..., d, d).
+        function: maps the eigenvalues, shape (..., d), to new eigenvalues.
+
+    Returns:
+        Matrices of the input's shape.
+    """
+    eigenvalues, eigenvectors = jnp.linalg.eigh(symmetric)
+    mapped = jnp.einsum("...ij,...j,...lj->...il", eigenvectors, function(eigenvalues), eigenvectors)
+    return 0.5 * (mapped + jnp.swapaxes(mapped, -1, -2))
 
 
 def postprocess_smooth(stats: SufficientStatistics) -> GMMParams:

@@ -16,10 +16,11 @@ from dpgmm_jax.histogram import (
     histogram_em,
     make_grid,
     noisy_histogram,
+    sheppard_correction,
     weighted_kmeans,
 )
 from dpgmm_jax.kl import kl_monte_carlo
-from dpgmm_jax.types import GMMParams
+from dpgmm_jax.types import GMMParams, SufficientStatistics
 from dpgmm_jax.validation import PrivacyLeakWarning
 
 SQRT2 = math.sqrt(2.0)
@@ -124,6 +125,23 @@ def test_sheppard_correction_removes_grouping_variance(rng):
     assert float(release.params.covariances[0, 0, 0]) == pytest.approx(np.var(y), rel=0.02)
 
 
+def test_sheppard_correction_keeps_half_below_two_cells():
+    """Eigenvalues of 0, e and 4e (e = width^2/12) become e/2, e/2 and 3e."""
+    excess = 0.01
+    rotation = np.array([[np.cos(0.3), -np.sin(0.3), 0.0], [np.sin(0.3), np.cos(0.3), 0.0], [0.0, 0.0, 1.0]])
+    covariance = rotation @ np.diag([0.0, excess, 4 * excess]) @ rotation.T
+    mean = np.array([0.2, -0.1, 0.3])
+    count = 50.0
+    stats = SufficientStatistics(jnp.asarray([count]), jnp.asarray([count * mean]),
+                                 jnp.asarray([count * (covariance + np.outer(mean, mean))]))
+
+    corrected = sheppard_correction(stats, excess)
+
+    covariance = np.asarray(corrected.second_moments[0]) / count - np.outer(mean, mean)
+    np.testing.assert_allclose(np.linalg.eigvalsh(covariance), [excess / 2, excess / 2, 3 * excess], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(corrected.first_moments), np.asarray(stats.first_moments))
+
+
 def test_background_absorbs_a_far_cell():
     """A lone heavy cell far from a cluster goes to the background, not into the Gaussian."""
     grid = make_grid(2, 1024, 1.0)
@@ -135,9 +153,10 @@ def test_background_absorbs_a_far_cell():
     with_outlier[far] += 5.0
     resp = jnp.ones((points.shape[0], 1))
     log_uniform = -2 * math.log(2.0)
+    within_cell = grid.width**2 / 12
 
-    clean, _ = background_em(points, jnp.asarray(weights), resp, log_uniform)
-    stats, background_weight = background_em(points, jnp.asarray(with_outlier), resp, log_uniform)
+    clean, _ = background_em(points, jnp.asarray(weights), resp, log_uniform, within_cell)
+    stats, background_weight = background_em(points, jnp.asarray(with_outlier), resp, log_uniform, within_cell)
     plain = sufficient_statistics(points, jnp.asarray(with_outlier)[:, None])
 
     def variance(s):
