@@ -32,17 +32,18 @@ from dpgmm_jax.baselines import (
 from dpgmm_jax.data import Dataset, load_dataset
 from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import fit_em, log_prob
+from dpgmm_jax.histogram import check_histogram_grid, histogram_em
 from dpgmm_jax.kl import best_matching, kl_monte_carlo, matched_bound, permute_components, sample
 from dpgmm_jax.release import nonprivate_fit, privacy_metadata
 from dpgmm_jax.types import GMMParams, Release
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS = ("dp_em", "oracle", "nonprivate", "park_dp_em", "dpsgd", "sklearn")
+ALGORITHMS = ("dp_em", "histogram_em", "oracle", "nonprivate", "park_dp_em", "dpsgd", "sklearn")
 # Algorithms whose budget is an RDP-calibrated noise multiplier instead of mu.
 RDP_ALGORITHMS = ("park_dp_em", "dpsgd")
 # Algorithms whose output carries a differential privacy guarantee (given a public domain).
-PRIVATE_ALGORITHMS = ("dp_em", "park_dp_em", "dpsgd")
+PRIVATE_ALGORITHMS = ("dp_em", "histogram_em", "park_dp_em", "dpsgd")
 DPSGD_OPTIONS = ("batch_size", "epochs", "sampling", "l2_norm_clip", "learning_rate")
 PRIORS = ("none", "public_sample")
 
@@ -282,6 +283,9 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
         if trace is not None:
             trace["shares"] = np.asarray(shares)
         return params
+    elif algorithm == "histogram_em":
+        def single(key, mu):
+            return histogram_em(key, y, mu, radius, radius if half_width is None else half_width, config).params
     elif algorithm == "oracle":
         def single(key, mu):
             return oracle_release(key, y, prepared.reference, mu, radius, config).params
@@ -382,7 +386,7 @@ def method_metadata(algorithm: str, epsilon: float, delta: float, domain: Domain
         return {"mode": algorithm, "dp_guarantee": not domain.data_derived, "epsilon": epsilon, "delta": delta,
                 "accountant": "dp_accounting RdpAccountant", "noise_multiplier": noise_multiplier,
                 "neighbouring_relation": relation, "no_guarantee_reasons": reasons, "domain": domain.describe()}
-    mode = "dp_em" if algorithm == "dp_em" else "oracle"
+    mode = algorithm if algorithm in ("dp_em", "histogram_em") else "oracle"
     return privacy_metadata(epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config,
                             public_prior=public_prior)
 
@@ -408,6 +412,14 @@ def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictCon
         method_start = time.perf_counter()
         algorithm = str(method.algorithm)
         config = release_config(prepared, release, method)
+        if algorithm == "histogram_em":
+            try:
+                check_histogram_grid(int(prepared.y.shape[1]), config.histogram_cells)
+            except ValueError as error:
+                logger.warning("skipping %s on %s: %s", method_name, prepared.name, error)
+                if progress is not None:
+                    progress.update(1)
+                continue
         budgets = budgets_for(prepared, algorithm, config, method, epsilons, delta, mus)
         trace = {}
         released = run_method(prepared, algorithm, config, keys, budgets, method=method, seed=seed, trace=trace)
