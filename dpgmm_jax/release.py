@@ -294,8 +294,10 @@ def release_gmm(
         check_histogram_grid(y.shape[1], config.histogram_cells)
 
     if prior is not None:
-        if mode in ("oracle", "histogram_em"):
-            raise ValueError(f"mode={mode!r} plans nothing from a prior and takes none; drop prior")
+        if mode == "oracle":
+            raise ValueError("mode='oracle' plans from the non-private fit and takes no prior; drop prior")
+        if mode == "histogram_em":
+            raise ValueError("mode='histogram_em' splits no budget, so it takes no prior; drop prior")
         explicit_start = config_options.get("start", "data_independent")
         if mode == "dp_em" and explicit_start != "data_independent":
             raise ValueError(

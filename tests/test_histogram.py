@@ -223,7 +223,7 @@ def test_release_gmm_mode_and_metadata(mixture):
     assert metadata["allocation"] is None
     assert metadata["histogram_cells"] == 256
     assert np.all(np.isfinite(params.means))
-    with pytest.raises(ValueError, match="takes none; drop prior"):
+    with pytest.raises(ValueError, match="takes no prior; drop prior"):
         release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=3, mode="histogram_em",
                     prior=PublicPrior(jax.tree.map(np.asarray, mixture[1]), 4000))
     with pytest.raises(ValueError, match="use mode='dp_em'"):
