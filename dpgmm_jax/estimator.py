@@ -19,6 +19,7 @@ from dpgmm_jax.accounting import NeighbouringRelation
 from dpgmm_jax.algorithms import STARTS
 from dpgmm_jax.domain import Domain
 from dpgmm_jax.em import log_prob, precision_cholesky, responsibilities
+from dpgmm_jax.histogram import check_histogram_grid
 from dpgmm_jax.kl import sample as sample_mixture
 from dpgmm_jax.release import check_labels, check_prior, fresh_key, release_gmm
 from dpgmm_jax.types import GMMParams
@@ -32,6 +33,12 @@ MODES = ("dp_em", "histogram_em", "labelled")
 # a version without the optax solver raises for "optax" before any noise.
 ALLOCATIONS = ("closed_form", "equal", "optax")
 RELATIONS = tuple(relation.value for relation in NeighbouringRelation)
+
+
+def check_finite_nonnegative(name: str, value, hint: str) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is a finite real number >= 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < np.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {name}={value!r}; {hint}")
 
 
 class DPGaussianMixture(DensityMixin, BaseEstimator):
@@ -70,12 +77,13 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         differentially private EM from ``start`` (or from ``prior``).
         "histogram_em" releases one noisy histogram over a grid of the
         domain and fits the mixture to it by EM, as post-processing
-        (``dpgmm_jax.histogram``). It needs at least 4 bins per axis of a
-        256-cell grid, so d <= 4, and there it is usually far more accurate
-        than "dp_em". It ignores ``allocation``, ``max_iter``,
-        ``last_share``, ``start`` and ``start_share``. "labelled" takes
-        each record's component from the ``y`` passed to ``fit`` and
-        releases once (after a pilot, unless a ``prior`` plans the split).
+        (``dpgmm_jax.histogram``). It needs at least 4 bins per axis, so
+        d <= 4 at the default ``histogram_cells=256``, and there it is
+        usually far more accurate than "dp_em". It ignores ``allocation``,
+        ``max_iter``, ``last_share``, ``start`` and ``start_share``.
+        "labelled" takes each record's component from the ``y`` passed to
+        ``fit`` and releases once (after a pilot, unless a ``prior`` plans
+        the split).
 
     allocation : {"closed_form", "equal", "optax"}, default="closed_form"
         How each release splits its budget across weights, means and
@@ -110,6 +118,15 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
 
     start_share : float, default=0.1
         Share of mu^2 that a private start spends, in (0, 1).
+
+    histogram_cells : int, default=256
+        Target number of grid cells of mode "histogram_em" and of the
+        histogram start; each axis gets floor(cells^(1/d)) bins.
+        "histogram_em" needs at least 4 bins per axis and at most 2^16 cells.
+
+    histogram_threshold : float, default=1.0
+        Mode "histogram_em" drops cells whose noisy count is at most this
+        many noise standard deviations, >= 0.
 
     relation : {"add_or_remove_one", "replace_one"}, default="add_or_remove_one"
         Neighbouring relation of the guarantee. "replace_one" doubles every
@@ -212,6 +229,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         last_share=0.5,
         start="data_independent",
         start_share=0.1,
+        histogram_cells=256,
+        histogram_threshold=1.0,
         relation="add_or_remove_one",
         noise_floor_factor=0.0,
         random_state=None,
@@ -231,6 +250,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         self.last_share = last_share
         self.start = start
         self.start_share = start_share
+        self.histogram_cells = histogram_cells
+        self.histogram_threshold = histogram_threshold
         self.relation = relation
         self.noise_floor_factor = noise_floor_factor
         self.random_state = random_state
@@ -299,6 +320,16 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(
                 f"start_share must be in (0, 1), got start_share={self.start_share!r}; for example start_share=0.1"
             )
+        if (
+            isinstance(self.histogram_cells, bool)
+            or not isinstance(self.histogram_cells, numbers.Integral)
+            or self.histogram_cells < 2
+        ):
+            raise ValueError(
+                f"histogram_cells must be an integer >= 2, got histogram_cells={self.histogram_cells!r}; "
+                "for example histogram_cells=256"
+            )
+        check_finite_nonnegative("histogram_threshold", self.histogram_threshold, "for example histogram_threshold=1.0")
         if self.prior is not None and self.mode == "dp_em" and self.start != "data_independent":
             raise ValueError(
                 f"start={self.start!r} has no role with a prior, because the prior is DP-EM's start. "
@@ -306,15 +337,9 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             )
         if self.relation not in RELATIONS:
             raise ValueError(f"relation must be one of {RELATIONS}, got relation={self.relation!r}")
-        if (
-            isinstance(self.noise_floor_factor, bool)
-            or not isinstance(self.noise_floor_factor, numbers.Real)
-            or not 0.0 <= self.noise_floor_factor < np.inf
-        ):
-            raise ValueError(
-                f"noise_floor_factor must be a finite number >= 0, got noise_floor_factor={self.noise_floor_factor!r}; "
-                "pass 0 to turn the noise-aware eigenvalue floor off"
-            )
+        check_finite_nonnegative(
+            "noise_floor_factor", self.noise_floor_factor, "pass 0 to turn the noise-aware eigenvalue floor off"
+        )
         if self.accountant is not None and not callable(getattr(self.accountant, "spend", None)):
             raise TypeError(
                 "accountant must provide a method spend(epsilon, delta, description), "
@@ -390,6 +415,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         domain = self._domain(X)
         key = self._key(stream=0)
         labels = check_labels(y, X.shape[0], self.n_components) if self.mode == "labelled" else None
+        if self.mode == "histogram_em":
+            check_histogram_grid(X.shape[1], int(self.histogram_cells))
         if self.prior is not None:
             check_prior(self.prior, domain, self.n_components, X.dtype)
 
@@ -417,6 +444,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             noise_floor_factor=float(self.noise_floor_factor),
             start=self.start,
             start_share=float(self.start_share),
+            histogram_cells=int(self.histogram_cells),
+            histogram_threshold=float(self.histogram_threshold),
         )
         logger.info("released a %d-component mixture in mode %s", self.n_components, metadata["mode"])
 

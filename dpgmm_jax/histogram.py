@@ -10,17 +10,20 @@ Sheppard's correction for the grouping, and the usual clips. So the whole
 budget buys one release, where DP-EM pays for every iteration, and EM can
 run to convergence.
 
-Two details make the fit robust to the noise:
+Three details make the fit robust to the noise and the grid:
 
 - Cells whose noisy count is at most ``threshold`` noise standard deviations
   are dropped. Of the empty cells, a fraction Q(threshold) survives (about
   16% at 1 sigma) with a count of order sigma.
 - EM fits a uniform background component over the grid's cube next to the
   K Gaussians, the noise component of Banfield and Raftery ("Model-based
-  Gaussian and non-Gaussian clustering", Biometrics 1993). Surviving empty cells lie far from the records, and a single
-  one of them would otherwise pull a Gaussian's covariance out towards it.
-  The background is dropped from the release and the Gaussian weights are
-  renormalised.
+  Gaussian and non-Gaussian clustering", Biometrics 1993). Surviving empty
+  cells lie far from the records, and a single one of them would otherwise
+  pull a Gaussian's covariance out towards it. The background is dropped
+  from the release and the Gaussian weights are renormalised.
+- Sheppard's correction removes the variance that grouping to cell centres
+  adds, and a floor of about one cell's variance keeps a component from
+  collapsing onto a single cell (``sheppard_correction``).
 
 The grid needs a few bins per axis, so this suits d up to about 4 with the
 default 256 cells; ``check_histogram_grid`` rejects coarser grids.

@@ -20,6 +20,7 @@ from dpgmm_jax.histogram import (
     weighted_kmeans,
 )
 from dpgmm_jax.kl import kl_monte_carlo
+from dpgmm_jax.ledger import PrivacyAccountant
 from dpgmm_jax.types import GMMParams, SufficientStatistics
 from dpgmm_jax.validation import PrivacyLeakWarning
 
@@ -237,6 +238,22 @@ def test_data_derived_domain_still_warns(mixture):
         _, metadata = release_gmm(y, epsilon=1.0, delta=1e-5, domain=Domain.from_data(y), n_components=3,
                                   mode="histogram_em", key=jax.random.key(12))
     assert not metadata["dp_guarantee"]
+
+
+def test_estimator_grid_settings_and_ledger(mixture):
+    y, _ = mixture
+    model = DPGaussianMixture(3, epsilon=3.0, bounds=([-1.0, -1.0], [1.0, 1.0]), mode="histogram_em",
+                              histogram_cells=64, histogram_threshold=2.0, random_state=0).fit(y)
+    assert model.privacy_["histogram_cells"] == 64
+    assert model.privacy_["histogram_threshold"] == 2.0
+
+    ledger = PrivacyAccountant(epsilon=2.0, delta=1e-5)
+    wide = DPGaussianMixture(2, epsilon=1.0, centre=np.zeros(5), radius=1.0, mode="histogram_em", accountant=ledger)
+    with pytest.raises(ValueError, match="raise histogram_cells to at least 1024"):
+        wide.fit(np.zeros((20, 5)))
+    assert ledger.entries == (), "an invalid grid must be rejected before the ledger is charged"
+    with pytest.raises(ValueError, match="histogram_cells must be an integer >= 2"):
+        DPGaussianMixture(2, mode="histogram_em", bounds=([-1.0, -1.0], [1.0, 1.0]), histogram_cells=1.5).fit(y)
 
 
 def test_estimator_mode(mixture):
