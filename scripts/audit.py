@@ -36,8 +36,14 @@ confidence level. The two upper bounds are
 each taken at confidence 1 - alpha/2, a union bound that keeps the whole
 estimate at 1 - alpha.
 
+``--mechanism histogram`` audits the other private release, the cell counts
+of ``histogram_em``: D' adds one record to D, which raises one count by
+one, and the statistic is that count's noisy difference from D's exact
+count, divided by the declared noise 1/mu.
+
 Usage:
     python scripts/audit.py --epsilon 1 --delta 1e-5
+    python scripts/audit.py --epsilon 1 --delta 1e-5 --mechanism histogram
     python scripts/audit.py --epsilon 2 --delta 1e-5 --noise-multiplier-scale 0.5   # broken copy, exits 1
 
 Exit status: 0 when the lower bound is at most the claimed epsilon, 1 when it
@@ -58,6 +64,7 @@ from scipy import stats as scipy_stats
 from dpgmm_jax.accounting import mu_from_epsilon_delta
 from dpgmm_jax.allocation import equal_shares
 from dpgmm_jax.em import sufficient_statistics
+from dpgmm_jax.histogram import noisy_histogram
 from dpgmm_jax.mechanism import add_noise, noise_scales_from_shares
 from dpgmm_jax.types import NoiseScales, SufficientStatistics
 
@@ -67,6 +74,7 @@ N_COMPONENTS = 2
 N_FEATURES = 2
 N_RECORDS = 500
 RADIUS = 3.0
+HISTOGRAM_BINS = 16
 FIRST_INEQUALITY = "log((1 - delta - FPR) / FNR)"
 SECOND_INEQUALITY = "log((1 - delta - FNR) / FPR)"
 
@@ -230,6 +238,85 @@ def epsilon_bounds(null: np.ndarray, alternative: np.ndarray, thresholds: np.nda
     return first, second, (null_above, alternative_at_or_below)
 
 
+def statistics_test_draws(
+    key: jax.Array, mu: float, noise_multiplier_scale: float, n_releases: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the test statistic under D and D' for one release of sufficient statistics.
+
+    Returns:
+        ``(null, alternative)``, each of shape (n_releases,).
+    """
+    stats_d, stats_d_prime = neighbouring_statistics()
+    declared = noise_scales_from_shares(equal_shares(N_COMPONENTS, jnp.float64), mu, RADIUS)
+
+    baseline = scaled_coordinates(stats_d, declared)
+    difference = scaled_coordinates(stats_d_prime, declared) - baseline
+    # With the declared noise, ||difference|| is the release's mu: a check
+    # that the neighbours are worst-case, before any draws are spent.
+    check_scaled_distance(float(jnp.linalg.norm(difference)), mu)
+    direction = difference / jnp.linalg.norm(difference)
+
+    key_null, key_alternative = jax.random.split(key)
+    null = draw_test_statistics(key_null, stats_d, baseline, direction, declared, noise_multiplier_scale, n_releases)
+    alternative = draw_test_statistics(
+        key_alternative, stats_d_prime, baseline, direction, declared, noise_multiplier_scale, n_releases
+    )
+    return null, alternative
+
+
+def histogram_test_draws(
+    key: jax.Array, mu: float, noise_multiplier_scale: float, n_releases: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the test statistic under D and D' for one release of ``histogram_em``'s cell counts.
+
+    D has ``N_RECORDS`` records in the cube [-1, 1]^2 and D' one more, at
+    (0.9, 0.9). ``dpgmm_jax.histogram.noisy_histogram`` releases the counts
+    of a ``HISTOGRAM_BINS`` x ``HISTOGRAM_BINS`` grid, and everything
+    ``histogram_em`` does after it is post-processing. A broken copy is the
+    same function called with mu / noise_multiplier_scale.
+
+    Returns:
+        ``(null, alternative)``, each of shape (n_releases,).
+    """
+    rng = np.random.default_rng(54321)
+    records = rng.uniform(-1.0, 1.0, size=(N_RECORDS, 2))
+    neighbour = np.vstack([records, [[0.9, 0.9]]])
+    sigma = 1.0 / mu
+    drawn_mu = mu / noise_multiplier_scale
+
+    def release(one_key, y):
+        return noisy_histogram(one_key, y, drawn_mu, HISTOGRAM_BINS, 1.0, "add_or_remove_one")
+
+    # The same key gives the same noise, so the difference of two releases
+    # is the difference of the exact counts.
+    difference = np.asarray(release(key, jnp.asarray(neighbour)) - release(key, jnp.asarray(records))) / sigma
+    check_scaled_distance(float(np.linalg.norm(difference)), mu)
+    direction = jnp.asarray(difference / np.linalg.norm(difference))
+    counts, _ = np.histogramdd(records, bins=HISTOGRAM_BINS, range=[(-1.0, 1.0)] * 2)
+    baseline = jnp.asarray(counts.T.ravel()) / sigma
+
+    @jax.jit
+    def project(keys, y):
+        noisy = jax.vmap(lambda one_key: release(one_key, y))(keys)
+        return (noisy / sigma - baseline) @ direction
+
+    key_null, key_alternative = jax.random.split(key)
+    null = np.asarray(project(jax.random.split(key_null, n_releases), jnp.asarray(records)))
+    alternative = np.asarray(project(jax.random.split(key_alternative, n_releases), jnp.asarray(neighbour)))
+    return null, alternative
+
+
+def check_scaled_distance(distance: float, mu: float) -> None:
+    """Raise RuntimeError unless the neighbours' noise-scaled distance equals mu, the worst case."""
+    if not math.isclose(distance, mu, rel_tol=1e-9):
+        raise RuntimeError(
+            f"the neighbouring datasets do not attain the sensitivity: scaled distance {distance} != mu={mu}"
+        )
+
+
+MECHANISMS = {"statistics": statistics_test_draws, "histogram": histogram_test_draws}
+
+
 def audit(
     epsilon: float,
     delta: float,
@@ -237,6 +324,7 @@ def audit(
     noise_multiplier_scale: float = 1.0,
     seed: int = 0,
     alpha: float = 0.05,
+    mechanism: str = "statistics",
 ) -> AuditResult:
     """Run the likelihood-ratio audit of one Gaussian release.
 
@@ -249,6 +337,8 @@ def audit(
             real mechanism).
         seed: seed of the audit's own PRNG key.
         alpha: one minus the confidence level of the lower bound.
+        mechanism: "statistics" (DP-EM's release of sufficient statistics)
+            or "histogram" (the cell counts of ``histogram_em``).
 
     Returns:
         The ``AuditResult``.
@@ -257,29 +347,14 @@ def audit(
         raise ValueError(f"n_releases must be >= 1000 for a meaningful audit, got n_releases={n_releases}")
     if not noise_multiplier_scale > 0:
         raise ValueError(f"noise_multiplier_scale must be > 0, got noise_multiplier_scale={noise_multiplier_scale}")
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"mechanism must be one of {tuple(MECHANISMS)}, got mechanism={mechanism!r}")
 
-    # The sensitivity check below needs float64; float32 rounds at 1e-7.
+    # The sensitivity checks need float64; float32 rounds at 1e-7.
     jax.config.update("jax_enable_x64", True)
     mu = mu_from_epsilon_delta(epsilon, delta)
-    stats_d, stats_d_prime = neighbouring_statistics()
-    declared = noise_scales_from_shares(equal_shares(N_COMPONENTS, jnp.float64), mu, RADIUS)
-
-    baseline = scaled_coordinates(stats_d, declared)
-    difference = scaled_coordinates(stats_d_prime, declared) - baseline
-    # With the declared noise, ||difference|| is the release's mu: a check
-    # that the neighbours are worst-case, before any draws are spent.
-    if not math.isclose(float(jnp.linalg.norm(difference)), mu, rel_tol=1e-9):
-        raise RuntimeError(
-            f"the neighbouring datasets do not attain the sensitivity: scaled distance "
-            f"{float(jnp.linalg.norm(difference))} != mu={mu}"
-        )
-    direction = difference / jnp.linalg.norm(difference)
-
-    key_null, key_alternative = jax.random.split(jax.random.key(seed))
-    null = draw_test_statistics(key_null, stats_d, baseline, direction, declared, noise_multiplier_scale, n_releases)
-    alternative = draw_test_statistics(
-        key_alternative, stats_d_prime, baseline, direction, declared, noise_multiplier_scale, n_releases
-    )
+    draw = MECHANISMS[mechanism]
+    null, alternative = draw(jax.random.key(seed), mu, noise_multiplier_scale, n_releases)
 
     half = n_releases // 2
     select_null, evaluate_null = null[:half], null[half:]
@@ -360,11 +435,18 @@ def main(argv=None) -> int:
         help="factor on the noise actually drawn; 1 audits the real mechanism, 0.5 a broken copy with half the noise",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the audit's PRNG key (default 0)")
+    parser.add_argument(
+        "--mechanism",
+        choices=tuple(MECHANISMS),
+        default="statistics",
+        help="the release to audit: DP-EM's sufficient statistics (default) or histogram_em's cell counts",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    result = audit(args.epsilon, args.delta, args.n_releases, args.noise_multiplier_scale, args.seed)
+    result = audit(args.epsilon, args.delta, args.n_releases, args.noise_multiplier_scale, args.seed,
+                   mechanism=args.mechanism)
     print(format_result(result, args.noise_multiplier_scale))
     if result.lower_bound > result.claimed_epsilon:
         logger.error(

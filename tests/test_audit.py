@@ -58,3 +58,20 @@ def test_audit_cli_exits_one_for_halved_noise():
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert "FAIL" in broken.stdout
     assert float(LOWER_BOUND.search(broken.stdout).group(1)) > 2.0
+
+
+def test_histogram_audit_below_claim():
+    result = audit_script.audit(1.0, 1e-5, n_releases=200_000, seed=1, mechanism="histogram")
+    assert result.lower_bound <= 1.0
+    assert result.lower_bound > 0.25, "the audit of the cell counts must find some leakage"
+
+
+def test_histogram_audit_catches_half_noise():
+    status = audit_script.main(["--epsilon", "2", "--delta", "1e-5", "--mechanism", "histogram",
+                                "--noise-multiplier-scale", "0.5", "--seed", "2"])
+    assert status == 1
+
+
+def test_audit_rejects_unknown_mechanism():
+    with pytest.raises(ValueError, match="mechanism must be one of"):
+        audit_script.audit(1.0, 1e-5, mechanism="laplace")
