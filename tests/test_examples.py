@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -62,8 +63,11 @@ def test_compare_epsilons(tmp_path):
     assert str(png_path) in stdout
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    table = np.loadtxt(tmp_path / "compare_epsilons.csv", delimiter=",", skiprows=1)
-    assert table.shape[1] == 4
-    assert np.all(np.diff(table[:, 0]) > 0)
-    assert np.all(np.isfinite(table))
-    assert np.all(table[:, 2] > 0)
+    table = pd.read_csv(tmp_path / "compare_epsilons.csv")
+    assert list(table.columns) == ["mode", "epsilon", "kl_mc", "kl_mc_se", "heldout_log_likelihood"]
+    assert set(table["mode"]) == {"dp_em", "histogram_em"}
+    for _, rows in table.groupby("mode"):
+        assert np.all(np.diff(rows["epsilon"]) > 0)
+    numbers = table.drop(columns="mode").to_numpy()
+    assert np.all(np.isfinite(numbers))
+    assert np.all(table["kl_mc_se"] > 0)
