@@ -83,7 +83,8 @@ class ReleaseConfig(NamedTuple):
             suppresses cells within this many bins on every axis.
         histogram_threshold: the histogram release (``dpgmm_jax.histogram``)
             drops cells whose noisy count is at most this many noise
-            standard deviations, >= 0.
+            standard deviations, finite and >= 0. It always keeps the K
+            highest cells.
     """
 
     n_components: int
@@ -134,8 +135,10 @@ class ReleaseConfig(NamedTuple):
             raise ValueError(f"start_share must be in (0, 1), got start_share={self.start_share}")
         if self.histogram_suppression < 0:
             raise ValueError(f"histogram_suppression must be >= 0, got histogram_suppression={self.histogram_suppression}")
-        if not self.histogram_threshold >= 0.0:
-            raise ValueError(f"histogram_threshold must be >= 0, got histogram_threshold={self.histogram_threshold}")
+        if not 0.0 <= self.histogram_threshold < math.inf:
+            raise ValueError(
+                f"histogram_threshold must be finite and >= 0, got histogram_threshold={self.histogram_threshold}"
+            )
         if self.kmeans_iter < 1:
             raise ValueError(
                 f"kmeans_iter must be >= 1, got kmeans_iter={self.kmeans_iter}; "

@@ -80,7 +80,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         (``dpgmm_jax.histogram``). It needs at least 4 bins per axis, so
         d <= 4 at the default ``histogram_cells=256``, and there it is
         usually far more accurate than "dp_em". It ignores ``allocation``,
-        ``max_iter``, ``last_share``, ``start`` and ``start_share``.
+        ``max_iter``, ``last_share``, ``start``, ``start_share`` and
+        ``noise_floor_factor``.
         "labelled" takes each record's component from the ``y`` passed to
         ``fit`` and releases once (after a pilot, unless a ``prior`` plans
         the split).
@@ -126,7 +127,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
 
     histogram_threshold : float, default=1.0
         Mode "histogram_em" drops cells whose noisy count is at most this
-        many noise standard deviations, >= 0.
+        many noise standard deviations, finite and >= 0. It always keeps the
+        ``n_components`` highest cells.
 
     relation : {"add_or_remove_one", "replace_one"}, default="add_or_remove_one"
         Neighbouring relation of the guarantee. "replace_one" doubles every
@@ -421,10 +423,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             check_prior(self.prior, domain, self.n_components, X.dtype)
 
         if self.accountant is not None:
-            description = (
-                f"DPGaussianMixture.fit(mode={self.mode!r}, n_components={self.n_components}, "
-                f"max_iter={self.max_iter})"
-            )
+            iterations = "" if self.mode == "histogram_em" else f", max_iter={self.max_iter}"
+            description = f"DPGaussianMixture.fit(mode={self.mode!r}, n_components={self.n_components}{iterations})"
             self.accountant.spend(epsilon, delta, description)
 
         params, metadata = release_gmm(

@@ -13,20 +13,23 @@ run to convergence.
 Three details make the fit robust to the noise and the grid:
 
 - Cells whose noisy count is at most ``threshold`` noise standard deviations
-  are dropped. Of the empty cells, a fraction Q(threshold) survives (about
-  16% at 1 sigma) with a count of order sigma.
+  are dropped, except that the K highest cells are always kept. Of the
+  empty cells, a fraction Q(threshold) survives (about 16% at 1 sigma) with
+  a count of order sigma.
 - EM fits a uniform background component over the grid's cube next to the
   K Gaussians, the noise component of Banfield and Raftery ("Model-based
   Gaussian and non-Gaussian clustering", Biometrics 1993). Surviving empty
   cells lie far from the records, and a single one of them would otherwise
   pull a Gaussian's covariance out towards it. The background is dropped
   from the release and the Gaussian weights are renormalised.
-- Sheppard's correction removes the variance that grouping to cell centres
-  adds, and a floor of about one cell's variance keeps a component from
-  collapsing onto a single cell (``sheppard_correction``).
+- Sheppard's correction removes the variance e = width^2/12 that grouping
+  to cell centres adds (``sheppard_correction``). The E step floors
+  covariance eigenvalues at e and the correction keeps at least e/2, so no
+  component collapses onto a single cell.
 
-The grid needs a few bins per axis, so this suits d up to about 4 with the
-default 256 cells; ``check_histogram_grid`` rejects coarser grids.
+The grid needs at least 4 bins per axis, so the default 256 cells allow
+d <= 4 and the limit of 2^16 cells d <= 8; ``check_histogram_grid`` rejects
+other grids.
 """
 
 import functools
@@ -37,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpgmm_jax.accounting import sensitivity_multiplier
+from dpgmm_jax.accounting import NeighbouringRelation
 from dpgmm_jax.em import component_log_densities, m_step, sufficient_statistics
 from dpgmm_jax.mechanism import map_eigenvalues, postprocess
 from dpgmm_jax.types import Release, SufficientStatistics
@@ -115,9 +118,10 @@ def check_histogram_grid(n_features: int, target_cells: int) -> int:
 def noisy_histogram(key: jax.Array, y: jax.Array, mu, bins: int, half_width: float, relation: str) -> jax.Array:
     """Release the cell counts of the records on a b^d grid with the Gaussian mechanism.
 
-    Records outside the cube [-a, a]^d count in the nearest cell. One record
-    changes one count by one, so the L2 sensitivity is 1 under add/remove
-    (doubled under replace-one, see ``sensitivity_multiplier``), and noise
+    Records outside the cube [-a, a]^d count in the nearest cell. Adding or
+    removing one record changes one count by one, and replacing one moves a
+    unit of count from one cell to another, so the L2 sensitivity is
+    ``histogram_sensitivity(relation)``: 1 or sqrt(2). Noise
     N(0, (sensitivity/mu)^2) on every count is mu-GDP.
 
     Args:
@@ -137,8 +141,13 @@ def noisy_histogram(key: jax.Array, y: jax.Array, mu, bins: int, half_width: flo
     cells = cell_of_axis @ (bins ** jnp.arange(n_features, dtype=jnp.int32))
     counts = jnp.zeros(bins**n_features, y.dtype).at[cells].add(1.0)
 
-    sigma = sensitivity_multiplier(relation) / mu
+    sigma = histogram_sensitivity(relation) / mu
     return counts + sigma * jax.random.normal(key, counts.shape, y.dtype)
+
+
+def histogram_sensitivity(relation: str) -> float:
+    """Return the L2 sensitivity of a count vector: 1 under add/remove, sqrt(2) under replace-one."""
+    return math.sqrt(2.0) if NeighbouringRelation(relation) is NeighbouringRelation.REPLACE_ONE else 1.0
 
 
 def weighted_kmeans(key: jax.Array, points: jax.Array, weights: jax.Array, n_clusters: int) -> jax.Array:
@@ -291,7 +300,7 @@ def histogram_em(key: jax.Array, y: jax.Array, mu, radius, half_width: float, co
     noisy = noisy_histogram(noise_key, y, mu, bins, half_width, config.relation)
 
     # Post-processing from here on: it reads the noisy counts and public values only.
-    sigma = sensitivity_multiplier(config.relation) / mu
+    sigma = histogram_sensitivity(config.relation) / mu
     kth_largest = jnp.sort(noisy)[-config.n_components]
     keep = (noisy > config.histogram_threshold * sigma) | (noisy >= kth_largest)
     weights = jnp.where(keep, jnp.maximum(noisy, config.count_floor), 0.0)

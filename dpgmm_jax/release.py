@@ -240,10 +240,10 @@ def release_gmm(
         domain: the public domain; records outside it are projected onto it.
         n_components: number of components K >= 1.
         mode: "dp_em" (private end to end), "histogram_em" (EM on one
-            noisy histogram, see ``dpgmm_jax.histogram``; for d up to about
-            4), "labelled" (one release per label, components given by
-            ``labels``) or "oracle" (NOT private, a reference that plans the
-            noise from the non-private fit).
+            noisy histogram, see ``dpgmm_jax.histogram``; d <= 4 at the
+            default 256 cells), "labelled" (one release per label,
+            components given by ``labels``) or "oracle" (NOT private, a
+            reference that plans the noise from the non-private fit).
         key: PRNG key for the noise; None draws one from OS entropy.
         labels: integer component label of each record, in [0, n_components),
             required by mode "labelled" and rejected otherwise.

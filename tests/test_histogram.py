@@ -44,7 +44,7 @@ def exact_counts(y, bins, half_width):
     return counts.transpose(np.arange(y.shape[1])[::-1]).ravel()
 
 
-@pytest.mark.parametrize("relation, sensitivity", [("add_or_remove_one", 1.0), ("replace_one", 2.0)])
+@pytest.mark.parametrize("relation, sensitivity", [("add_or_remove_one", 1.0), ("replace_one", SQRT2)])
 def test_noise_has_the_calibrated_scale(mixture, relation, sensitivity):
     y, _ = mixture
     mu = 0.5
@@ -66,6 +66,17 @@ def test_one_record_moves_one_count(mixture, extra):
     without_record = noisy_histogram(key, jnp.asarray(y), 0.7, 16, 1.0, "add_or_remove_one")
     difference = np.asarray(with_record) - np.asarray(without_record)
     assert np.linalg.norm(difference) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_replacing_one_record_moves_counts_by_sqrt2(mixture):
+    """Replace-one neighbours: one count down and another up, so the L2 distance is sqrt(2)."""
+    y, _ = mixture
+    replaced = y.copy()
+    replaced[0] = [0.95, 0.95] if np.abs(y[0] - 0.95).max() > 0.2 else [-0.95, -0.95]
+    key = jax.random.key(14)
+    before = noisy_histogram(key, jnp.asarray(y), 0.7, 16, 1.0, "replace_one")
+    after = noisy_histogram(key, jnp.asarray(replaced), 0.7, 16, 1.0, "replace_one")
+    assert np.linalg.norm(np.asarray(after) - np.asarray(before)) == pytest.approx(SQRT2, abs=1e-9)
 
 
 def test_counts_match_numpy(mixture):
@@ -103,6 +114,16 @@ def test_fresh_keys_give_fresh_noise(mixture):
     first = histogram_em(jax.random.key(3), jnp.asarray(y), 1.0, SQRT2, 1.0, config)
     second = histogram_em(jax.random.key(4), jnp.asarray(y), 1.0, SQRT2, 1.0, config)
     assert not np.allclose(np.asarray(first.params.means), np.asarray(second.params.means))
+
+
+def test_top_cells_kept_above_any_threshold(mixture):
+    """With a threshold no noisy count reaches, the K highest cells still carry the fit."""
+    y, _ = mixture
+    release = histogram_em(jax.random.key(15), jnp.asarray(y), 1.0, SQRT2, 1.0,
+                           ReleaseConfig(3, histogram_threshold=1e6))
+    params = jax.tree.map(np.asarray, release.params)
+    assert np.all(np.isfinite(params.means))
+    assert np.linalg.eigvalsh(params.covariances).min() > 0
 
 
 def test_large_budget_matches_nonprivate_fit(mixture):
@@ -208,8 +229,10 @@ def test_grid_checks_name_the_fix():
         check_histogram_grid(13, 256)
     with pytest.raises(ValueError, match="lower histogram_cells"):
         check_histogram_grid(2, 2**17)
-    with pytest.raises(ValueError, match="histogram_threshold must be >= 0"):
+    with pytest.raises(ValueError, match="histogram_threshold must be finite and >= 0"):
         ReleaseConfig(2, histogram_threshold=-1.0).validate()
+    with pytest.raises(ValueError, match="histogram_threshold must be finite and >= 0"):
+        ReleaseConfig(2, histogram_threshold=math.inf).validate()
 
 
 def test_release_gmm_mode_and_metadata(mixture):
