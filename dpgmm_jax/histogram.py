@@ -295,6 +295,7 @@ def histogram_em(key: jax.Array, y: jax.Array, mu, radius, half_width: float, co
     """
     n_features = y.shape[1]
     bins = check_histogram_grid(n_features, config.histogram_cells)
+    # NOTE: the best cell count grows with N, which is private, so the grid is a fixed public setting.
     grid = make_grid(n_features, config.histogram_cells, half_width)
     noise_key, kmeans_key = jax.random.split(key)
     noisy = noisy_histogram(noise_key, y, mu, bins, half_width, config.relation)
