@@ -418,7 +418,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         key = self._key(stream=0)
         labels = check_labels(y, X.shape[0], self.n_components) if self.mode == "labelled" else None
         if self.mode == "histogram_em":
-            check_histogram_grid(X.shape[1], int(self.histogram_cells))
+            check_histogram_grid(X.shape[1], int(self.histogram_cells), self.n_components)
         if self.prior is not None:
             check_prior(self.prior, domain, self.n_components, X.dtype)
 

@@ -87,12 +87,13 @@ def make_grid(n_features: int, target_cells: int, half_width: float) -> Grid:
     return Grid(bins, width, half_width, -half_width + (indices + 0.5) * width)
 
 
-def check_histogram_grid(n_features: int, target_cells: int) -> int:
+def check_histogram_grid(n_features: int, target_cells: int, n_components: int = 1) -> int:
     """Return the bins per axis of the histogram release, or raise if the grid is unusable.
 
     Raises:
         ValueError: if the grid has fewer than ``MIN_RELEASE_BINS`` bins per
-            axis or more than ``MAX_HISTOGRAM_CELLS`` cells.
+            axis, more than ``MAX_HISTOGRAM_CELLS`` cells, or fewer cells than
+            ``n_components``.
     """
     if MIN_RELEASE_BINS**n_features > MAX_HISTOGRAM_CELLS:
         raise ValueError(
@@ -111,6 +112,11 @@ def check_histogram_grid(n_features: int, target_cells: int) -> int:
         raise ValueError(
             f"the histogram release allows at most {MAX_HISTOGRAM_CELLS} cells, but histogram_cells="
             f"{target_cells} gives {bins ** n_features} in d={n_features}; lower histogram_cells"
+        )
+    if bins**n_features < n_components:
+        raise ValueError(
+            f"the histogram release needs at least one cell per component, but histogram_cells={target_cells} "
+            f"gives {bins ** n_features} cells for n_components={n_components}; raise histogram_cells"
         )
     return bins
 
@@ -167,9 +173,6 @@ def weighted_kmeans(key: jax.Array, points: jax.Array, weights: jax.Array, n_clu
         Centres of the restart with the lowest weighted inertia, shape (K, d).
     """
 
-    def squared_distances(centres):
-        return jnp.sum((points[:, None, :] - centres[None]) ** 2, axis=-1)
-
     def restart(restart_key):
         first_key, rest_key = jax.random.split(restart_key)
         first = jax.random.choice(first_key, points.shape[0], p=weights / jnp.sum(weights))
@@ -178,7 +181,7 @@ def weighted_kmeans(key: jax.Array, points: jax.Array, weights: jax.Array, n_clu
         def seed(centres, inputs):
             index, seed_key = inputs
             chosen_so_far = jnp.arange(n_clusters)[None, :] < index
-            nearest = jnp.min(squared_distances(centres), axis=-1, initial=jnp.inf, where=chosen_so_far)
+            nearest = jnp.min(squared_distances(points, centres), axis=-1, initial=jnp.inf, where=chosen_so_far)
             scores = weights * nearest
             scores = jnp.where(jnp.sum(scores) > 0, scores, weights)
             chosen = jax.random.choice(seed_key, points.shape[0], p=scores / jnp.sum(scores))
@@ -187,16 +190,26 @@ def weighted_kmeans(key: jax.Array, points: jax.Array, weights: jax.Array, n_clu
         seed_keys = jax.random.split(rest_key, n_clusters - 1)
         centres, _ = jax.lax.scan(seed, centres, (jnp.arange(1, n_clusters), seed_keys))
         centres = jax.lax.fori_loop(0, LLOYD_ITERATIONS, lambda _, c: lloyd_step(points, weights, c), centres)
-        inertia = jnp.sum(weights * jnp.min(squared_distances(centres), axis=-1))
+        inertia = jnp.sum(weights * jnp.min(squared_distances(points, centres), axis=-1))
         return centres, inertia
 
     centres, inertia = jax.vmap(restart)(jax.random.split(key, KMEANS_RESTARTS))
     return centres[jnp.argmin(inertia)]
 
 
+def squared_distances(points: jax.Array, centres: jax.Array) -> jax.Array:
+    """Return the squared distance from every point to every centre, shape (M, K)."""
+    return jnp.sum((points[:, None, :] - centres[None]) ** 2, axis=-1)
+
+
+def nearest_centre(points: jax.Array, centres: jax.Array) -> jax.Array:
+    """Return the index of each point's nearest centre, shape (M,)."""
+    return jnp.argmin(squared_distances(points, centres), axis=-1)
+
+
 def lloyd_step(points: jax.Array, weights: jax.Array, centres: jax.Array) -> jax.Array:
     """Move each centre to the weighted mean of its points; a centre with no weight stays."""
-    labels = jnp.argmin(jnp.sum((points[:, None, :] - centres[None]) ** 2, axis=-1), axis=-1)
+    labels = nearest_centre(points, centres)
     assignment = jax.nn.one_hot(labels, centres.shape[0], dtype=points.dtype) * weights[:, None]
     mass = jnp.sum(assignment, axis=0)
     moved = (assignment.T @ points) / jnp.maximum(mass, jnp.finfo(points.dtype).tiny)[:, None]
@@ -294,7 +307,7 @@ def histogram_em(key: jax.Array, y: jax.Array, mu, radius, half_width: float, co
         component. It is mu-GDP under ``config.relation``.
     """
     n_features = y.shape[1]
-    bins = check_histogram_grid(n_features, config.histogram_cells)
+    bins = check_histogram_grid(n_features, config.histogram_cells, config.n_components)
     # NOTE: the best cell count grows with N, which is private, so the grid is a fixed public setting.
     grid = make_grid(n_features, config.histogram_cells, half_width)
     noise_key, kmeans_key = jax.random.split(key)
@@ -308,7 +321,7 @@ def histogram_em(key: jax.Array, y: jax.Array, mu, radius, half_width: float, co
 
     points = jnp.asarray(grid.centres, y.dtype)
     centres = weighted_kmeans(kmeans_key, points, weights, config.n_components)
-    labels = jnp.argmin(jnp.sum((points[:, None, :] - centres[None]) ** 2, axis=-1), axis=-1)
+    labels = nearest_centre(points, centres)
     initial_resp = jax.nn.one_hot(labels, config.n_components, dtype=y.dtype)
     # The E step floors each covariance's eigenvalues at the variance of one cell, width^2/12, so that
     # no component can collapse onto a single cell centre. The statistics themselves are not floored.

@@ -291,7 +291,7 @@ def release_gmm(
         raise ValueError(f"labels are only used by mode='labelled', got mode={mode!r}; drop labels or change mode")
 
     if mode == "histogram_em":
-        check_histogram_grid(y.shape[1], config.histogram_cells)
+        check_histogram_grid(y.shape[1], config.histogram_cells, n_components)
 
     if prior is not None:
         if mode == "oracle":

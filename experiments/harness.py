@@ -414,7 +414,7 @@ def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictCon
         config = release_config(prepared, release, method)
         if algorithm == "histogram_em":
             try:
-                check_histogram_grid(int(prepared.y.shape[1]), config.histogram_cells)
+                check_histogram_grid(int(prepared.y.shape[1]), config.histogram_cells, config.n_components)
             except ValueError as error:
                 logger.warning("skipping %s on %s: %s", method_name, prepared.name, error)
                 if progress is not None:

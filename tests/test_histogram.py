@@ -68,7 +68,7 @@ def test_one_record_moves_one_count(mixture, extra):
     assert np.linalg.norm(difference) == pytest.approx(1.0, abs=1e-9)
 
 
-def test_replacing_one_record_moves_counts_by_sqrt2(mixture):
+def test_replace_one_moves_counts_sqrt2(mixture):
     """Replace-one neighbours: one count down and another up, so the L2 distance is sqrt(2)."""
     y, _ = mixture
     replaced = y.copy()
@@ -140,14 +140,14 @@ def test_large_budget_matches_nonprivate_fit(mixture):
     np.testing.assert_allclose(np.asarray(released.weights), np.asarray(reference.weights), atol=0.02)
 
 
-def test_sheppard_correction_removes_grouping_variance(rng):
+def test_sheppard_removes_grouping_variance(rng):
     """With cells 0.125 wide and a standard deviation of 0.1, grouping inflates the variance by 13%."""
     y = np.clip(0.1 * rng.normal(size=(200_000, 1)), -0.999, 0.999)
     release = histogram_em(jax.random.key(7), jnp.asarray(y), 100.0, 1.0, 1.0, ReleaseConfig(1, histogram_cells=16))
     assert float(release.params.covariances[0, 0, 0]) == pytest.approx(np.var(y), rel=0.02)
 
 
-def test_sheppard_correction_keeps_half_below_two_cells():
+def test_sheppard_keeps_half_below_2e():
     """Eigenvalues of 0, e and 4e (e = width^2/12) become e/2, e/2 and 3e."""
     excess = 0.01
     rotation = np.array([[np.cos(0.3), -np.sin(0.3), 0.0], [np.sin(0.3), np.cos(0.3), 0.0], [0.0, 0.0, 1.0]])
@@ -200,7 +200,7 @@ def test_weighted_kmeans_recovers_separated_centres():
 
 
 @pytest.mark.parametrize("mu", [1e-4, 0.05])
-def test_release_is_valid_under_overwhelming_noise(mixture, mu):
+def test_valid_under_overwhelming_noise(mixture, mu):
     y, _ = mixture
     release = histogram_em(jax.random.key(9), jnp.asarray(y[:50]), mu, SQRT2, 1.0, ReleaseConfig(4))
     params = jax.tree.map(np.asarray, release.params)
@@ -211,7 +211,7 @@ def test_release_is_valid_under_overwhelming_noise(mixture, mu):
     assert np.linalg.norm(params.means, axis=-1).max() <= SQRT2 + 1e-9
 
 
-def test_release_vmaps_over_keys_and_budgets(mixture):
+def test_vmaps_over_keys_and_budgets(mixture):
     y, _ = mixture
     config = ReleaseConfig(3)
     keys = jax.random.split(jax.random.key(10), 3)
@@ -229,6 +229,8 @@ def test_grid_checks_name_the_fix():
         check_histogram_grid(13, 256)
     with pytest.raises(ValueError, match="lower histogram_cells"):
         check_histogram_grid(2, 2**17)
+    with pytest.raises(ValueError, match="at least one cell per component"):
+        check_histogram_grid(2, 16, n_components=20)
     with pytest.raises(ValueError, match="histogram_threshold must be finite and >= 0"):
         ReleaseConfig(2, histogram_threshold=-1.0).validate()
     with pytest.raises(ValueError, match="histogram_threshold must be finite and >= 0"):
