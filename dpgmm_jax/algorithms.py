@@ -53,8 +53,9 @@ class ReleaseConfig(NamedTuple):
     Attributes:
         n_components: number of mixture components K.
         n_iter: DP-EM iterations T.
-        last_share: share of mu^2 spent on the last DP-EM iteration, or None
-            for a uniform schedule.
+        last_share: share of mu^2 spent on the last DP-EM iteration (default
+            0.5, as in the estimator and conf/config.yaml), or None for a
+            uniform schedule.
         allocation: "closed_form" (quadratic model of E[KL]), "optax"
             (Monte Carlo expected KL minimised by ``dpgmm_jax.solver``) or
             "equal".
@@ -89,7 +90,7 @@ class ReleaseConfig(NamedTuple):
 
     n_components: int
     n_iter: int = 10
-    last_share: float | None = None
+    last_share: float | None = 0.5
     allocation: str = "closed_form"
     min_share: float = 0.05
     relation: str = NeighbouringRelation.ADD_OR_REMOVE_ONE.value

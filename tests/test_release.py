@@ -45,8 +45,9 @@ def test_dp_em_release_is_valid_and_private(records, domain):
 
 
 def test_release_in_data_units(records, domain):
-    # At epsilon = 1000 the noise is negligible, so DP-EM lands on the clusters.
-    params, _ = release_gmm(records, epsilon=1000.0, delta=1e-5, domain=domain, n_components=2,
+    # At epsilon = 1e5 the noise is negligible, so DP-EM lands on the non-private fit. At epsilon = 1000 the
+    # noise on the narrow axis's variance (0.09) was still about 10% per iteration with N = 400.
+    params, _ = release_gmm(records, epsilon=1e5, delta=1e-5, domain=domain, n_components=2,
                             key=jax.random.key(1), n_iter=15)
     means = params.means[np.argsort(params.means[:, 0])]
     np.testing.assert_allclose(means, [[2.0, 60.0], [4.5, 80.0]], rtol=0.05)
