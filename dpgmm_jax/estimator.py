@@ -19,7 +19,7 @@ from dpgmm_jax.accounting import NeighbouringRelation
 from dpgmm_jax.algorithms import STARTS
 from dpgmm_jax.domain import Domain
 from dpgmm_jax.em import log_prob, precision_cholesky, responsibilities
-from dpgmm_jax.histogram import check_histogram_grid
+from dpgmm_jax.histogram import check_histogram_grid, histogram_grid_usable
 from dpgmm_jax.kl import sample as sample_mixture
 from dpgmm_jax.release import check_labels, check_prior, fresh_key, release_gmm
 from dpgmm_jax.types import GMMParams
@@ -28,7 +28,7 @@ from dpgmm_jax.validation import check_delta, check_epsilon, check_n_components
 logger = logging.getLogger(__name__)
 
 # In mode "labelled", ``fit`` passes its ``y`` to release_gmm as each record's component.
-MODES = ("dp_em", "histogram_em", "labelled")
+MODES = ("auto", "dp_em", "histogram_em", "labelled")
 # Passed through to ReleaseConfig, whose own ALLOCATIONS decides what runs:
 # a version without the optax solver raises for "optax" before any noise.
 ALLOCATIONS = ("closed_form", "equal", "optax")
@@ -72,8 +72,13 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
     radius : float, default=None
         Radius of the public ball domain, in data units.
 
-    mode : {"dp_em", "histogram_em", "labelled"}, default="dp_em"
-        Release algorithm. "dp_em" runs ``max_iter`` iterations of
+    mode : {"auto", "dp_em", "histogram_em", "labelled"}, default="auto"
+        Release algorithm. "auto" picks "histogram_em" where its grid
+        fits (d <= 4 at the default ``histogram_cells``, and no ``prior``
+        or private ``start`` was asked for) and "dp_em" otherwise. It reads
+        only public values (d, ``n_components``, the settings), and the
+        fitted ``mode_`` and ``privacy_["mode"]`` say which one ran.
+        "dp_em" runs ``max_iter`` iterations of
         differentially private EM from ``start`` (or from ``prior``).
         "histogram_em" releases one noisy histogram over a grid of the
         domain and fits the mixture to it by EM, as post-processing
@@ -157,10 +162,13 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         example a model released earlier or fitted to public data, never to
         ``X``. The allocation is planned from it in place of the equal
         split: in mode "dp_em" it is also the start, and in mode "labelled"
-        it replaces the pilot release.
+        it replaces the pilot release. With a prior, "auto" runs "dp_em".
 
     Attributes
     ----------
+    mode_ : str
+        The release mode that ran: ``mode``, or what "auto" chose.
+
     weights_ : ndarray of shape (n_components,)
         Released mixture weights, on the probability simplex.
 
@@ -224,7 +232,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         bounds=None,
         centre=None,
         radius=None,
-        mode="dp_em",
+        mode="auto",
         allocation="closed_form",
         max_iter=10,
         tol=1e-3,
@@ -332,7 +340,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
                 "for example histogram_cells=256"
             )
         check_finite_nonnegative("histogram_threshold", self.histogram_threshold, "for example histogram_threshold=1.0")
-        if self.prior is not None and self.mode == "dp_em" and self.start != "data_independent":
+        if self.prior is not None and self.mode in ("auto", "dp_em") and self.start != "data_independent":
             raise ValueError(
                 f"start={self.start!r} has no role with a prior, because the prior is DP-EM's start. "
                 "Drop prior or pass start='data_independent'"
@@ -348,6 +356,19 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
                 f"got accountant={self.accountant!r}; pass None to fit without a ledger"
             )
         return epsilon, delta
+
+    def _resolve_mode(self, n_features: int) -> str:
+        """Return the release mode that ``fit`` runs: ``mode`` itself, or the choice of "auto".
+
+        "auto" reads public values only: the number of features, the number
+        of components, ``histogram_cells``, ``prior`` and ``start``.
+        """
+        if self.mode != "auto":
+            return self.mode
+        wants_dp_em = self.prior is not None or self.start != "data_independent"
+        if not wants_dp_em and histogram_grid_usable(n_features, int(self.histogram_cells), self.n_components):
+            return "histogram_em"
+        return "dp_em"
 
     def _domain(self, X) -> Domain:
         """Build the declared domain, or derive one from X with a PrivacyLeakWarning."""
@@ -416,15 +437,16 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=1)
         domain = self._domain(X)
         key = self._key(stream=0)
-        labels = check_labels(y, X.shape[0], self.n_components) if self.mode == "labelled" else None
-        if self.mode == "histogram_em":
+        mode = self._resolve_mode(X.shape[1])
+        labels = check_labels(y, X.shape[0], self.n_components) if mode == "labelled" else None
+        if mode == "histogram_em":
             check_histogram_grid(X.shape[1], int(self.histogram_cells), self.n_components)
         if self.prior is not None:
             check_prior(self.prior, domain, self.n_components, X.dtype)
 
         if self.accountant is not None:
-            iterations = "" if self.mode == "histogram_em" else f", max_iter={self.max_iter}"
-            description = f"DPGaussianMixture.fit(mode={self.mode!r}, n_components={self.n_components}{iterations})"
+            iterations = "" if mode == "histogram_em" else f", max_iter={self.max_iter}"
+            description = f"DPGaussianMixture.fit(mode={mode!r}, n_components={self.n_components}{iterations})"
             self.accountant.spend(epsilon, delta, description)
 
         params, metadata = release_gmm(
@@ -433,7 +455,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             delta=delta,
             domain=domain,
             n_components=self.n_components,
-            mode=self.mode,
+            mode=mode,
             key=key,
             labels=labels,
             prior=self.prior,
@@ -449,6 +471,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         )
         logger.info("released a %d-component mixture in mode %s", self.n_components, metadata["mode"])
 
+        self.mode_ = mode
         self.weights_ = np.asarray(params.weights)
         self.means_ = np.asarray(params.means)
         self.covariances_ = np.asarray(params.covariances)

@@ -121,6 +121,15 @@ def check_histogram_grid(n_features: int, target_cells: int, n_components: int =
     return bins
 
 
+def histogram_grid_usable(n_features: int, target_cells: int, n_components: int = 1) -> bool:
+    """Return whether ``check_histogram_grid`` accepts the grid, without raising."""
+    try:
+        check_histogram_grid(n_features, target_cells, n_components)
+    except ValueError:
+        return False
+    return True
+
+
 def noisy_histogram(key: jax.Array, y: jax.Array, mu, bins: int, half_width: float, relation: str) -> jax.Array:
     """Release the cell counts of the records on a b^d grid with the Gaussian mechanism.
 

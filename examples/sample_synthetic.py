@@ -33,8 +33,8 @@ def main() -> None:
     # The generating mixture's means lie in [-1.5, 1.5]^2 with standard
     # deviations at most 0.5, so the ball of radius 4 around 0 is a public domain.
     records = make_synthetic(n_samples=5000, n_components=3, n_features=2, seed=1).x
-    model = DPGaussianMixture(n_components=3, epsilon=args.epsilon, delta=1e-5, centre=[0.0, 0.0], radius=4.0,
-                              max_iter=5)
+    # With two features the default mode="auto" runs histogram_em (one noisy histogram, then EM).
+    model = DPGaussianMixture(n_components=3, epsilon=args.epsilon, delta=1e-5, centre=[0.0, 0.0], radius=4.0)
     model.fit(records)
 
     synthetic, components = model.sample(args.n_samples)

@@ -24,12 +24,13 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import dpgmm_jax.estimator as estimator_module
-from dpgmm_jax import DPGaussianMixture, Domain, PrivacyLeakWarning, release_gmm
+from dpgmm_jax import DPGaussianMixture, Domain, GMMParams, PrivacyLeakWarning, PublicPrior, release_gmm
 
 LOWER = np.array([1.0, 40.0])
 UPPER = np.array([6.0, 100.0])
-# One release config for most tests, so that dp_em compiles once.
-SETTINGS = dict(n_components=2, epsilon=5.0, delta=1e-5, max_iter=3, allocation="equal")
+# One release config for most tests, so that dp_em compiles once. The mode is
+# explicit: "auto", the default, would pick histogram_em in d = 2.
+SETTINGS = dict(n_components=2, epsilon=5.0, delta=1e-5, max_iter=3, allocation="equal", mode="dp_em")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,8 @@ def test_random_state_forms(records):
 
 def test_large_epsilon_finds_clusters(records):
     # At epsilon = 1000 the noise is negligible, so DP-EM lands on the clusters.
-    model = DPGaussianMixture(n_components=2, epsilon=1000.0, max_iter=15, bounds=(LOWER, UPPER), random_state=1)
+    model = DPGaussianMixture(n_components=2, epsilon=1000.0, max_iter=15, bounds=(LOWER, UPPER), random_state=1,
+                              mode="dp_em")
     model.fit(records)
     order = np.argsort(model.means_[:, 0])
     np.testing.assert_allclose(model.means_[order], [[2.0, 60.0], [4.5, 80.0]], rtol=0.05)
@@ -384,3 +386,37 @@ def test_rejecting_accountant_blocks_release(records, monkeypatch):
     assert [event[0] for event in events] == ["spend"]
     assert not hasattr(model, "means_")
     assert not hasattr(model, "privacy_")
+
+
+@pytest.mark.parametrize("n_features, overrides, expected", [
+    (2, {}, "histogram_em"),
+    (4, {}, "histogram_em"),
+    (5, {}, "dp_em"),
+    (2, {"histogram_cells": 15}, "dp_em"),
+    (2, {"start": "kmeans"}, "dp_em"),
+])
+def test_auto_mode_picks_from_public_values(n_features, overrides, expected):
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-1.0, 1.0, size=(300, n_features))
+    bounds = (-np.ones(n_features), np.ones(n_features))
+    model = DPGaussianMixture(2, epsilon=2.0, bounds=bounds, max_iter=2, random_state=3, **overrides).fit(X)
+    assert model.mode == "auto"
+    assert model.mode_ == expected
+    assert model.privacy_["mode"] == expected
+
+    # The same key and settings in the chosen mode give the same release.
+    explicit = DPGaussianMixture(2, epsilon=2.0, bounds=bounds, max_iter=2, random_state=3, mode=expected,
+                                 **overrides).fit(X)
+    np.testing.assert_array_equal(model.means_, explicit.means_)
+
+
+def test_auto_mode_with_prior_runs_dp_em(records):
+    prior = PublicPrior(
+        GMMParams(np.array([0.5, 0.5]), np.array([[2.0, 60.0], [4.5, 80.0]]),
+                  np.array([np.diag([0.1, 25.0])] * 2)),
+        n_records=600,
+    )
+    model = DPGaussianMixture(2, epsilon=2.0, bounds=(LOWER, UPPER), max_iter=2, prior=prior, random_state=0)
+    model.fit(records)
+    assert model.mode_ == "dp_em"
+    assert model.privacy_["allocation_source"].startswith("public prior")
