@@ -52,6 +52,18 @@ def test_baselines_sweep_keeps_main_job_grid():
     assert "park_dp_em" not in main.methods
 
 
+def test_histogram_cells_sweep_composes():
+    config = compose_config("+sweep=histogram_cells")
+    dimensions = {name: dataset.options.n_features for name, dataset in config.datasets.items() if "options" in dataset}
+    assert dimensions == {"synthetic": 2, "synthetic_2000": 2, "box_d3": 3, "box_d3_2000": 3, "box_d4": 4}
+    assert config.datasets.synthetic_2000.options.n_samples == 2000
+    assert {"faithful", "iris"} <= set(config.datasets)
+    cells = [config.methods[name].histogram_cells for name in config.run_methods if name != "dp_em_closed_form"]
+    assert cells == sorted(cells) and cells[0] == 16 and cells[-1] == 4096
+    assert all(config.methods[name].algorithm == "histogram_em" for name in config.run_methods[1:])
+    assert config.figures is False
+
+
 def test_dataset_group_selects_one_dataset():
     config = compose_config("dataset=iris")
     assert config.dataset.name == "iris"
