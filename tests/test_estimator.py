@@ -420,3 +420,14 @@ def test_auto_mode_with_prior_runs_dp_em(records):
     model.fit(records)
     assert model.mode_ == "dp_em"
     assert model.privacy_["allocation_source"].startswith("public prior")
+
+
+def test_auto_mode_ignores_record_values_and_count():
+    rng = np.random.default_rng(2)
+    bounds = (-np.ones(3), np.ones(3))
+    modes = set()
+    for n_records, spread in [(1, 0.01), (50, 0.5), (2000, 1.0)]:
+        X = np.clip(rng.normal(scale=spread, size=(n_records, 3)), -1.0, 1.0)
+        model = DPGaussianMixture(2, epsilon=1.0, bounds=bounds, random_state=0).fit(X)
+        modes.add(model.mode_)
+    assert modes == {"histogram_em"}
