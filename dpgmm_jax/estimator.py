@@ -184,7 +184,10 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
 
     converged_ : bool
         Always True after ``fit``: DP-EM has no convergence test and ran all
-        of its planned iterations (see ``tol``).
+        of its planned iterations (see ``tol``). In mode "histogram_em" the
+        EM fit to the noisy counts stops when its mean log-likelihood
+        changes by less than 1e-9 or after 1,000 iterations, and which of
+        the two ended it is not reported.
 
     n_iter_ : int
         Number of noisy releases that ``fit`` ran.
