@@ -343,6 +343,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
                 "for example histogram_cells=256"
             )
         check_finite_nonnegative("histogram_threshold", self.histogram_threshold, "for example histogram_threshold=1.0")
+        if self.prior is not None and self.mode == "histogram_em":
+            raise ValueError("mode='histogram_em' splits no budget, so it takes no prior; drop prior or pick another mode")
         if self.prior is not None and self.mode in ("auto", "dp_em") and self.start != "data_independent":
             raise ValueError(
                 f"start={self.start!r} has no role with a prior, because the prior is DP-EM's start. "

@@ -181,6 +181,8 @@ def check_prior(prior, domain: Domain, n_components: int, dtype) -> Release:
     if not is_number or not np.isfinite(n_records) or n_records <= 0:
         raise ValueError(f"prior.n_records must be a finite number > 0, got n_records={n_records!r}")
 
+    # The dtype JAX computes in: float64 records run in float32 unless jax_enable_x64 is set.
+    dtype = jax.dtypes.canonicalize_dtype(dtype)
     mechanism = params_to_mechanism_coordinates(params, domain)
     mechanism = GMMParams(*(jnp.asarray(a, dtype=dtype) for a in mechanism))
     return prior_release(mechanism, jnp.asarray(float(n_records), dtype=dtype))

@@ -1,5 +1,6 @@
 """A public prior as the source of the noise allocation."""
 
+import warnings
 from pathlib import Path
 
 import jax
@@ -12,6 +13,7 @@ from dpgmm_jax.algorithms import ReleaseConfig, allocate_shares, dp_em_trace, pr
 from dpgmm_jax.domain import params_to_mechanism_coordinates, to_data_coordinates
 from dpgmm_jax.ledger import PrivacyAccountant
 from dpgmm_jax.mechanism import statistics_from_release
+from dpgmm_jax.release import check_prior
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CENTRES = np.array([[-2.0, -1.0], [0.5, 2.0], [2.5, -1.5]])
@@ -175,6 +177,25 @@ def test_estimator_rejects_start_with_prior(records):
     with pytest.raises(ValueError, match="start='kmeans' has no role with a prior"):
         gmm.fit(x)
     assert accountant.spent_mu == 0.0
+
+
+def test_estimator_rejects_histogram_em_with_prior(records):
+    x, _ = records
+    accountant = PrivacyAccountant(epsilon=10.0, delta=1e-3)
+    gmm = DPGaussianMixture(3, bounds=([-4.0, -4.0], [4.0, 4.0]), prior=public_prior(), mode="histogram_em",
+                            accountant=accountant)
+    with pytest.raises(ValueError, match="takes no prior"):
+        gmm.fit(x)
+    assert accountant.spent_mu == 0.0
+
+
+def test_prior_in_float32_jax_raises_no_dtype_warning(records):
+    x, _ = records
+    domain = Domain.from_bounds([-4.0, -4.0], [4.0, 4.0])
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        release = check_prior(public_prior(), domain, 3, np.float64)
+    assert release.params.means.dtype == np.float32
 
 
 def test_estimator_passes_prior(records):
