@@ -26,7 +26,7 @@ import numpy as np
 from dpgmm_jax.accounting import NeighbouringRelation, iteration_schedule, sensitivity_multiplier
 from dpgmm_jax.allocation import closed_form_shares, cost_coefficients, equal_shares
 from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, chunked_sum, e_step, sufficient_statistics
-from dpgmm_jax.histogram import MAX_HISTOGRAM_CELLS, histogram_bins, noisy_histogram
+from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, MAX_HISTOGRAM_CELLS, histogram_bins, noisy_histogram
 from dpgmm_jax.mechanism import (
     add_noise,
     group_sensitivities,
@@ -103,7 +103,7 @@ class ReleaseConfig(NamedTuple):
     pilot_fraction: float = 0.1
     start: str = "data_independent"
     start_share: float = 0.1
-    histogram_cells: int = 256
+    histogram_cells: int = DEFAULT_HISTOGRAM_CELLS
     histogram_suppression: int = 1
     histogram_threshold: float = 1.0
     kmeans_iter: int = 3

@@ -8,6 +8,7 @@ post-processing of that release, which costs no privacy budget.
 
 import logging
 import numbers
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,7 @@ from dpgmm_jax.accounting import NeighbouringRelation
 from dpgmm_jax.algorithms import STARTS
 from dpgmm_jax.domain import Domain
 from dpgmm_jax.em import log_prob, precision_cholesky, responsibilities
-from dpgmm_jax.histogram import check_histogram_grid, histogram_grid_usable
+from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, check_histogram_grid, histogram_grid_usable
 from dpgmm_jax.kl import sample as sample_mixture
 from dpgmm_jax.release import check_labels, check_prior, fresh_key, release_gmm
 from dpgmm_jax.types import GMMParams
@@ -74,10 +75,13 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
 
     mode : {"auto", "dp_em", "histogram_em", "labelled"}, default="auto"
         Release algorithm. "auto" picks "histogram_em" where its grid
-        fits (d <= 4 at the default ``histogram_cells``, and no ``prior``
-        or private ``start`` was asked for) and "dp_em" otherwise. It reads
-        only public values (d, ``n_components``, the settings), and the
-        fitted ``mode_`` and ``privacy_["mode"]`` say which one ran.
+        fits (d <= 4 at the default ``histogram_cells``, and at least one
+        cell per component) and no ``prior`` or private ``start`` is
+        given, and "dp_em" otherwise. It reads only public values (d,
+        ``n_components``, the settings), and the fitted ``mode_`` and
+        ``privacy_["mode"]`` say which one ran. Where the default grid
+        would fit but ``histogram_cells`` or ``n_components`` rule the
+        histogram out, it warns before it runs "dp_em".
         "dp_em" runs ``max_iter`` iterations of
         differentially private EM from ``start`` (or from ``prior``).
         "histogram_em" releases one noisy histogram over a grid of the
@@ -242,7 +246,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         last_share=0.5,
         start="data_independent",
         start_share=0.1,
-        histogram_cells=256,
+        histogram_cells=DEFAULT_HISTOGRAM_CELLS,
         histogram_threshold=1.0,
         relation="add_or_remove_one",
         noise_floor_factor=0.0,
@@ -370,10 +374,16 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         """
         if self.mode != "auto":
             return self.mode
-        wants_dp_em = self.prior is not None or self.start != "data_independent"
-        if not wants_dp_em and histogram_grid_usable(n_features, int(self.histogram_cells), self.n_components):
-            return "histogram_em"
-        return "dp_em"
+        if self.prior is not None or self.start != "data_independent":
+            return "dp_em"
+        try:
+            check_histogram_grid(n_features, int(self.histogram_cells), self.n_components)
+        except ValueError as error:
+            # Where the default grid would fit, the settings caused the fallback, so say so.
+            if histogram_grid_usable(n_features, DEFAULT_HISTOGRAM_CELLS, 1):
+                warnings.warn(f"mode='auto' runs dp_em, because {error}", UserWarning, stacklevel=3)
+            return "dp_em"
+        return "histogram_em"
 
     def _domain(self, X) -> Domain:
         """Build the declared domain, or derive one from X with a PrivacyLeakWarning."""

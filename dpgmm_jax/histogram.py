@@ -46,6 +46,8 @@ from dpgmm_jax.mechanism import map_eigenvalues, postprocess
 from dpgmm_jax.types import Release, SufficientStatistics
 
 MAX_HISTOGRAM_CELLS = 2**16
+# Default target number of cells: 16 x 16 in d = 2, and d <= 4 keeps at least 4 bins per axis.
+DEFAULT_HISTOGRAM_CELLS = 256
 # Minimum number of bins per axis that the histogram release accepts.
 MIN_RELEASE_BINS = 4
 # Floor on the background weight inside EM, so that its log stays finite.

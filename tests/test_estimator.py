@@ -388,6 +388,7 @@ def test_rejecting_accountant_blocks_release(records, monkeypatch):
     assert not hasattr(model, "privacy_")
 
 
+@pytest.mark.filterwarnings("ignore:mode='auto' runs dp_em")
 @pytest.mark.parametrize("n_features, overrides, expected", [
     (2, {}, "histogram_em"),
     (4, {}, "histogram_em"),
@@ -431,3 +432,26 @@ def test_auto_mode_ignores_record_values_and_count():
         model = DPGaussianMixture(2, epsilon=1.0, bounds=bounds, random_state=0).fit(X)
         modes.add(model.mode_)
     assert modes == {"histogram_em"}
+
+
+@pytest.mark.parametrize("n_components, histogram_cells, match", [
+    (2, 100_000, "allows at most 65536 cells"),
+    (2, 9, "at least 4 bins per axis"),
+    (300, 256, "at least one cell per component"),
+])
+def test_auto_mode_warns_when_settings_rule_out_histogram(n_components, histogram_cells, match):
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-1.0, 1.0, size=(400, 2))
+    model = DPGaussianMixture(n_components, epsilon=1.0, bounds=([-1.0, -1.0], [1.0, 1.0]), max_iter=1,
+                              histogram_cells=histogram_cells, random_state=0)
+    with pytest.warns(UserWarning, match=match):
+        model.fit(X)
+    assert model.mode_ == "dp_em"
+
+
+def test_auto_mode_in_five_dimensions_is_silent():
+    X = np.random.default_rng(5).uniform(-1.0, 1.0, size=(200, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = DPGaussianMixture(2, epsilon=1.0, bounds=(-np.ones(5), np.ones(5)), max_iter=1, random_state=0).fit(X)
+    assert model.mode_ == "dp_em"
