@@ -486,11 +486,14 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         )
         logger.info("released a %d-component mixture in mode %s", self.n_components, metadata["mode"])
 
+        # Fitted arrays take X's dtype, as in scikit-learn, even where JAX computed in float32.
+        # Renormalising after the cast keeps the weights on the simplex to the new precision.
         self.mode_ = mode
-        self.weights_ = np.asarray(params.weights)
-        self.means_ = np.asarray(params.means)
-        self.covariances_ = np.asarray(params.covariances)
-        self.precisions_cholesky_ = np.asarray(precision_cholesky(jnp.asarray(self.covariances_)))
+        weights = np.asarray(params.weights, dtype=X.dtype)
+        self.weights_ = weights / np.sum(weights)
+        self.means_ = np.asarray(params.means, dtype=X.dtype)
+        self.covariances_ = np.asarray(params.covariances, dtype=X.dtype)
+        self.precisions_cholesky_ = np.asarray(precision_cholesky(jnp.asarray(self.covariances_)), dtype=X.dtype)
         self.domain_ = domain
         self.privacy_ = metadata
         self.n_iter_ = int(metadata["n_iter"])
@@ -526,7 +529,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             log p(x) under the released mixture, in data units.
         """
         X, params = self._centred(X)
-        return np.asarray(log_prob(X, params))
+        return np.asarray(log_prob(X, params), dtype=self.means_.dtype)
 
     def score(self, X, y=None):
         """Compute the mean log-density of the released mixture over X.
@@ -560,7 +563,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             Responsibilities under the released mixture; each row sums to one.
         """
         X, params = self._centred(X)
-        return np.asarray(responsibilities(X, params))
+        return np.asarray(responsibilities(X, params), dtype=self.means_.dtype)
 
     def predict(self, X):
         """Assign each sample to its most probable component.
@@ -611,13 +614,10 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         blocks = []
         for k, key in enumerate(jax.random.split(key_components, self.n_components)):
             if counts[k]:
-                component = GMMParams(
-                    jnp.ones(1, self.weights_.dtype),
-                    jnp.asarray(self.means_[k : k + 1]),
-                    jnp.asarray(self.covariances_[k : k + 1]),
-                )
+                means = jnp.asarray(self.means_[k : k + 1])
+                component = GMMParams(jnp.ones(1, means.dtype), means, jnp.asarray(self.covariances_[k : k + 1]))
                 blocks.append(np.asarray(sample_mixture(key, component, int(counts[k]))))
-        return np.concatenate(blocks), np.repeat(np.arange(self.n_components), counts)
+        return np.concatenate(blocks).astype(self.means_.dtype), np.repeat(np.arange(self.n_components), counts)
 
     def _n_parameters(self) -> int:
         """Return the number of free parameters of a full-covariance mixture."""

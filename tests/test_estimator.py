@@ -455,3 +455,21 @@ def test_auto_mode_in_five_dimensions_is_silent():
         warnings.simplefilter("error", UserWarning)
         model = DPGaussianMixture(2, epsilon=1.0, bounds=(-np.ones(5), np.ones(5)), max_iter=1, random_state=0).fit(X)
     assert model.mode_ == "dp_em"
+
+
+def test_float64_input_gives_float64_outputs_in_float32_jax(records):
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = DPGaussianMixture(2, epsilon=2.0, bounds=(LOWER, UPPER), random_state=0).fit(records)
+        outputs = {
+            "weights_": model.weights_,
+            "means_": model.means_,
+            "covariances_": model.covariances_,
+            "precisions_cholesky_": model.precisions_cholesky_,
+            "score_samples": model.score_samples(records),
+            "predict_proba": model.predict_proba(records),
+            "sample": model.sample(10)[0],
+        }
+    for name, values in outputs.items():
+        assert values.dtype == np.float64, name
+    assert abs(model.weights_.sum() - 1.0) < 1e-12
