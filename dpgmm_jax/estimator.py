@@ -379,7 +379,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         try:
             check_histogram_grid(n_features, int(self.histogram_cells), self.n_components)
         except ValueError as error:
-            # Where the default grid would fit, the settings caused the fallback, so say so.
+            # Where the default grid would fit, the settings caused the fallback, so warn about it.
             if histogram_grid_usable(n_features, DEFAULT_HISTOGRAM_CELLS, 1):
                 warnings.warn(f"mode='auto' runs dp_em, because {error}", UserWarning, stacklevel=3)
             return "dp_em"

@@ -396,7 +396,7 @@ def test_rejecting_accountant_blocks_release(records, monkeypatch):
     (2, {"histogram_cells": 15}, "dp_em"),
     (2, {"start": "kmeans"}, "dp_em"),
 ])
-def test_auto_mode_picks_from_public_values(n_features, overrides, expected):
+def test_auto_mode_public_choice(n_features, overrides, expected):
     rng = np.random.default_rng(1)
     X = rng.uniform(-1.0, 1.0, size=(300, n_features))
     bounds = (-np.ones(n_features), np.ones(n_features))
@@ -423,7 +423,7 @@ def test_auto_mode_with_prior_runs_dp_em(records):
     assert model.privacy_["allocation_source"].startswith("public prior")
 
 
-def test_auto_mode_ignores_record_values_and_count():
+def test_auto_mode_ignores_records():
     rng = np.random.default_rng(2)
     bounds = (-np.ones(3), np.ones(3))
     modes = set()
@@ -439,7 +439,7 @@ def test_auto_mode_ignores_record_values_and_count():
     (2, 9, "at least 4 bins per axis"),
     (300, 256, "at least one cell per component"),
 ])
-def test_auto_mode_warns_when_settings_rule_out_histogram(n_components, histogram_cells, match):
+def test_auto_mode_fallback_warns(n_components, histogram_cells, match):
     rng = np.random.default_rng(4)
     X = rng.uniform(-1.0, 1.0, size=(400, 2))
     model = DPGaussianMixture(n_components, epsilon=1.0, bounds=([-1.0, -1.0], [1.0, 1.0]), max_iter=1,
@@ -449,7 +449,7 @@ def test_auto_mode_warns_when_settings_rule_out_histogram(n_components, histogra
     assert model.mode_ == "dp_em"
 
 
-def test_auto_mode_in_five_dimensions_is_silent():
+def test_auto_mode_silent_in_d5():
     X = np.random.default_rng(5).uniform(-1.0, 1.0, size=(200, 5))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
@@ -457,7 +457,7 @@ def test_auto_mode_in_five_dimensions_is_silent():
     assert model.mode_ == "dp_em"
 
 
-def test_float64_input_gives_float64_outputs_in_float32_jax(records):
+def test_outputs_follow_input_dtype(records):
     with jax.enable_x64(False), warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         model = DPGaussianMixture(2, epsilon=2.0, bounds=(LOWER, UPPER), random_state=0).fit(records)

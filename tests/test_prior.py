@@ -179,7 +179,7 @@ def test_estimator_rejects_start_with_prior(records):
     assert accountant.spent_mu == 0.0
 
 
-def test_estimator_rejects_histogram_em_with_prior(records):
+def test_histogram_em_rejects_prior(records):
     x, _ = records
     accountant = PrivacyAccountant(epsilon=10.0, delta=1e-3)
     gmm = DPGaussianMixture(3, bounds=([-4.0, -4.0], [4.0, 4.0]), prior=public_prior(), mode="histogram_em",
@@ -189,7 +189,7 @@ def test_estimator_rejects_histogram_em_with_prior(records):
     assert accountant.spent_mu == 0.0
 
 
-def test_prior_in_float32_jax_raises_no_dtype_warning(records):
+def test_prior_float32_no_warning(records):
     x, _ = records
     domain = Domain.from_bounds([-4.0, -4.0], [4.0, 4.0])
     with jax.enable_x64(False), warnings.catch_warnings():
