@@ -8,7 +8,6 @@ post-processing of that release, which costs no privacy budget.
 
 import logging
 import numbers
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +16,12 @@ from sklearn.base import BaseEstimator, DensityMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from dpgmm_jax.accounting import NeighbouringRelation
-from dpgmm_jax.algorithms import STARTS
+from dpgmm_jax.algorithms import STARTS, ReleaseConfig
 from dpgmm_jax.domain import Domain
 from dpgmm_jax.em import log_prob, precision_cholesky, responsibilities
-from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, check_histogram_grid, histogram_grid_usable
+from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, check_histogram_grid
 from dpgmm_jax.kl import sample as sample_mixture
-from dpgmm_jax.release import check_labels, check_prior, fresh_key, release_gmm
+from dpgmm_jax.release import auto_mode, check_labels, check_prior, fresh_key, release_gmm
 from dpgmm_jax.types import GMMParams
 from dpgmm_jax.validation import check_delta, check_epsilon, check_n_components
 
@@ -374,16 +373,8 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         """
         if self.mode != "auto":
             return self.mode
-        if self.prior is not None or self.start != "data_independent":
-            return "dp_em"
-        try:
-            check_histogram_grid(n_features, int(self.histogram_cells), self.n_components)
-        except ValueError as error:
-            # Where the default grid would fit, the settings caused the fallback, so warn about it.
-            if histogram_grid_usable(n_features, DEFAULT_HISTOGRAM_CELLS, 1):
-                warnings.warn(f"mode='auto' runs dp_em, because {error}", UserWarning, stacklevel=3)
-            return "dp_em"
-        return "histogram_em"
+        config = ReleaseConfig(self.n_components, start=self.start, histogram_cells=int(self.histogram_cells))
+        return auto_mode(n_features, config, self.prior is not None, stacklevel=4)
 
     def _domain(self, X) -> Domain:
         """Build the declared domain, or derive one from X with a PrivacyLeakWarning."""

@@ -34,14 +34,14 @@ from dpgmm_jax.algorithms import (
 )
 from dpgmm_jax.domain import Domain, params_to_mechanism_coordinates, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import fit_em, initial_params_from_means
-from dpgmm_jax.histogram import check_histogram_grid, histogram_em
+from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, check_histogram_grid, histogram_em, histogram_grid_usable
 from dpgmm_jax.io import InvalidReleaseFileError, validate_params
 from dpgmm_jax.types import GMMParams, PublicPrior, Release
 from dpgmm_jax.validation import PrivacyLeakWarning, check_delta, check_epsilon
 
 logger = logging.getLogger(__name__)
 
-MODES = ("dp_em", "histogram_em", "labelled", "oracle")
+MODES = ("auto", "dp_em", "histogram_em", "labelled", "oracle")
 _VERSIONED_PACKAGES = ("dpgmm_jax", "jax", "jaxlib", "optax", "dp-accounting", "numpy", "scikit-learn")
 
 
@@ -188,6 +188,25 @@ def check_prior(prior, domain: Domain, n_components: int, dtype) -> Release:
     return prior_release(mechanism, jnp.asarray(float(n_records), dtype=dtype))
 
 
+def auto_mode(n_features: int, config: ReleaseConfig, has_prior: bool, stacklevel: int = 3) -> str:
+    """Return the mode that mode="auto" runs: "histogram_em" where its grid fits, else "dp_em".
+
+    The choice reads public values only: d, the number of components, the
+    grid setting, the start and whether a public prior is given. A prior or
+    a private start selects DP-EM, the only mode that uses them. Where the default grid would fit but
+    the settings rule the histogram out, a warning names the reason.
+    """
+    if has_prior or config.start != "data_independent":
+        return "dp_em"
+    try:
+        check_histogram_grid(n_features, config.histogram_cells, config.n_components)
+    except ValueError as error:
+        if histogram_grid_usable(n_features, DEFAULT_HISTOGRAM_CELLS):
+            warnings.warn(f"mode='auto' runs dp_em, because {error}", UserWarning, stacklevel=stacklevel)
+        return "dp_em"
+    return "histogram_em"
+
+
 def check_labels(labels, n_records: int, n_components: int) -> np.ndarray:
     """Validate per-record component labels and return them as an int array."""
     if labels is None:
@@ -243,7 +262,8 @@ def release_gmm(
         n_components: number of components K >= 1.
         mode: "dp_em" (private end to end), "histogram_em" (EM on one
             noisy histogram, see ``dpgmm_jax.histogram``; d <= 4 at the
-            default 256 cells), "labelled" (one release per label,
+            default 256 cells), "auto" (``auto_mode``: histogram_em where
+            its grid fits, dp_em otherwise), "labelled" (one release per label,
             components given by ``labels``) or "oracle" (NOT private, a
             reference that plans the noise from the non-private fit).
         key: PRNG key for the noise; None draws one from OS entropy.
@@ -277,6 +297,8 @@ def release_gmm(
     config = ReleaseConfig(n_components=n_components, **config_options).validate()
 
     y, _ = to_mechanism_coordinates(x, domain)
+    if mode == "auto":
+        mode = auto_mode(y.shape[1], config, prior is not None)
     if delta >= 1.0 / y.shape[0]:
         warnings.warn(
             f"delta={delta} is not below 1/N = {1.0 / y.shape[0]:.3g}; such a delta "

@@ -163,3 +163,15 @@ def test_single_record_and_float32_release_valid(domain):
         params, _ = release_gmm(np.array([[3.0, 70.0]], dtype=np.float32), epsilon=1.0, delta=1e-5,
                                 domain=domain, n_components=3, key=jax.random.key(0))
     assert_valid(params, 3, 2)
+
+
+@pytest.mark.parametrize("n_features, expected", [(2, "histogram_em"), (5, "dp_em")])
+def test_release_gmm_auto_mode(rng, n_features, expected):
+    x = rng.uniform(-1.0, 1.0, size=(300, n_features))
+    domain = Domain.from_bounds(-np.ones(n_features), np.ones(n_features))
+    options = dict(epsilon=1.0, delta=1e-5, domain=domain, n_components=2, key=jax.random.key(5), n_iter=2)
+    params, metadata = release_gmm(x, mode="auto", **options)
+    explicit, explicit_metadata = release_gmm(x, mode=expected, **options)
+    assert metadata["mode"] == expected
+    np.testing.assert_array_equal(params.means, explicit.means)
+    assert metadata["iteration_mus"] == explicit_metadata["iteration_mus"]
