@@ -147,27 +147,15 @@ def prepare_dataset(config: DictConfig, dtype) -> PreparedDataset:
 def release_config(prepared: PreparedDataset, release: DictConfig, method: DictConfig) -> ReleaseConfig:
     """Combine the shared release settings with one method's own settings.
 
-    A method entry may override any shared setting by name, for example
-    ``{algorithm: dp_em, allocation: closed_form, noise_floor_factor: 0.5}``.
+    A method entry may override any ``ReleaseConfig`` field by name, for
+    example ``{algorithm: dp_em, allocation: closed_form, noise_floor_factor: 0.5}``.
+    Every field found in either place reaches the config; a method without
+    ``allocation`` gets the equal split.
     """
-    release = OmegaConf.merge(release, {key: value for key, value in method.items() if key in release})
-    return ReleaseConfig(
-        n_components=prepared.n_components,
-        n_iter=int(release.n_iter),
-        last_share=None if release.last_share is None else float(release.last_share),
-        allocation=str(method.get("allocation", "equal")),
-        min_share=float(release.min_share),
-        relation=str(release.relation),
-        count_floor=float(release.count_floor),
-        eigenvalue_floor=float(release.eigenvalue_floor),
-        noise_floor_factor=float(release.noise_floor_factor),
-        start=str(release.get("start", "data_independent")),
-        start_share=float(release.get("start_share", 0.1)),
-        histogram_cells=int(release.get("histogram_cells", 256)),
-        kmeans_iter=int(release.get("kmeans_iter", 3)),
-        solver_draws=int(release.get("solver_draws", 64)),
-        solver_steps=int(release.get("solver_steps", 50)),
-    ).validate()
+    merged = {**OmegaConf.to_container(release, resolve=True), **OmegaConf.to_container(method, resolve=True)}
+    options = {name: merged[name] for name in ReleaseConfig._fields if name in merged and name != "n_components"}
+    options["allocation"] = str(method.get("allocation", "equal"))
+    return ReleaseConfig(n_components=prepared.n_components, **options).validate()
 
 
 def trial_keys(seed: int, n_epsilons: int, n_trials: int) -> jax.Array:

@@ -36,6 +36,29 @@ def test_eps_grid_sweep_composes():
     assert dataset_trials(config, config.datasets.wine) == config.trials
 
 
+def test_method_entry_reaches_every_release_field():
+    from types import SimpleNamespace
+
+    from dpgmm_jax.algorithms import ReleaseConfig
+    from experiments.harness import release_config
+
+    with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base=None):
+        config = compose("config")
+    overrides = {"histogram_threshold": 3.0, "histogram_cells": 64, "histogram_suppression": 2, "min_share": 0.1,
+                 "noise_floor_factor": 0.5, "n_iter": 3, "start": "kmeans", "kmeans_iter": 2, "pilot_fraction": 0.2,
+                 "chunk_size": 128, "count_floor": 2.0, "solver_draws": 8}
+    method = OmegaConf.create({"algorithm": "dp_em", "allocation": "optax", **overrides})
+    release = release_config(SimpleNamespace(n_components=3), config.release, method)
+    assert isinstance(release, ReleaseConfig)
+    assert release.allocation == "optax"
+    for name, value in overrides.items():
+        assert getattr(release, name) == value, name
+
+    shared = release_config(SimpleNamespace(n_components=3), config.release, OmegaConf.create({"algorithm": "dp_em"}))
+    assert shared.histogram_threshold == config.release.histogram_threshold
+    assert shared.allocation == "equal"
+
+
 def test_dataset_trials_rejects_non_positive():
     config = OmegaConf.create({"trials": 20})
     with pytest.raises(ValueError, match="trials of dataset 'wine' must be >= 1, got trials=0"):
