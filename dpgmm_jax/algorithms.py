@@ -86,6 +86,11 @@ class ReleaseConfig(NamedTuple):
             drops cells whose noisy count is at most this many noise
             standard deviations, finite and >= 0. It always keeps the K
             highest cells.
+        count_share: share of mu^2 that the histogram release spends on a
+            noisy record count, from which it picks its grid
+            (``dpgmm_jax.histogram.bins_from_count``), in [0, 1); 0 keeps
+            ``histogram_cells``. Under replace-one N is public and the
+            count costs nothing.
     """
 
     n_components: int
@@ -106,6 +111,7 @@ class ReleaseConfig(NamedTuple):
     histogram_cells: int = DEFAULT_HISTOGRAM_CELLS
     histogram_suppression: int = 1
     histogram_threshold: float = 1.0
+    count_share: float = 0.0
     kmeans_iter: int = 3
 
     def validate(self) -> "ReleaseConfig":
@@ -139,6 +145,10 @@ class ReleaseConfig(NamedTuple):
         if not 0.0 <= self.histogram_threshold < math.inf:
             raise ValueError(
                 f"histogram_threshold must be finite and >= 0, got histogram_threshold={self.histogram_threshold}"
+            )
+        if not 0.0 <= self.count_share < 1.0:
+            raise ValueError(
+                f"count_share must be in [0, 1), got count_share={self.count_share}; 0 keeps the fixed grid"
             )
         if self.kmeans_iter < 1:
             raise ValueError(

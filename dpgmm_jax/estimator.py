@@ -19,7 +19,7 @@ from dpgmm_jax.accounting import NeighbouringRelation
 from dpgmm_jax.algorithms import STARTS, ReleaseConfig
 from dpgmm_jax.domain import Domain
 from dpgmm_jax.em import log_prob, precision_cholesky, responsibilities
-from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, check_histogram_grid
+from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, MAX_HISTOGRAM_CELLS, check_histogram_grid
 from dpgmm_jax.kl import sample as sample_mixture
 from dpgmm_jax.release import auto_mode, check_labels, check_prior, fresh_key, release_gmm
 from dpgmm_jax.types import GMMParams
@@ -138,6 +138,13 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         many noise standard deviations, finite and >= 0. It always keeps the
         ``n_components`` highest cells.
 
+    count_share : float, default=0.0
+        Share of mu^2 that mode "histogram_em" spends on a noisy count of
+        the records, from which it picks its grid in place of
+        ``histogram_cells`` (``dpgmm_jax.histogram.bins_from_count``), in
+        [0, 1). 0 keeps the fixed grid. Under "replace_one" N is public, so
+        the count is exact and costs nothing.
+
     relation : {"add_or_remove_one", "replace_one"}, default="add_or_remove_one"
         Neighbouring relation of the guarantee. "replace_one" doubles every
         sensitivity.
@@ -247,6 +254,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         start_share=0.1,
         histogram_cells=DEFAULT_HISTOGRAM_CELLS,
         histogram_threshold=1.0,
+        count_share=0.0,
         relation="add_or_remove_one",
         noise_floor_factor=0.0,
         random_state=None,
@@ -268,6 +276,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         self.start_share = start_share
         self.histogram_cells = histogram_cells
         self.histogram_threshold = histogram_threshold
+        self.count_share = count_share
         self.relation = relation
         self.noise_floor_factor = noise_floor_factor
         self.random_state = random_state
@@ -346,6 +355,15 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
                 "for example histogram_cells=256"
             )
         check_finite_nonnegative("histogram_threshold", self.histogram_threshold, "for example histogram_threshold=1.0")
+        if (
+            isinstance(self.count_share, bool)
+            or not isinstance(self.count_share, numbers.Real)
+            or not 0.0 <= self.count_share < 1.0
+        ):
+            raise ValueError(
+                f"count_share must be in [0, 1), got count_share={self.count_share!r}; 0 keeps the fixed grid, "
+                "for example count_share=0.05"
+            )
         if self.prior is not None and self.mode == "histogram_em":
             raise ValueError("mode='histogram_em' splits no budget, so it takes no prior; drop prior or pick another mode")
         if self.prior is not None and self.mode in ("auto", "dp_em") and self.start != "data_independent":
@@ -446,7 +464,9 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         mode = self._resolve_mode(X.shape[1])
         labels = check_labels(y, X.shape[0], self.n_components) if mode == "labelled" else None
         if mode == "histogram_em":
-            check_histogram_grid(X.shape[1], int(self.histogram_cells), self.n_components)
+            # A count-chosen grid can go up to the cell limit, as in release_gmm.
+            cells = MAX_HISTOGRAM_CELLS if self.count_share > 0 else int(self.histogram_cells)
+            check_histogram_grid(X.shape[1], cells, self.n_components)
         if self.prior is not None:
             check_prior(self.prior, domain, self.n_components, X.dtype)
 
@@ -474,6 +494,7 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
             start_share=float(self.start_share),
             histogram_cells=int(self.histogram_cells),
             histogram_threshold=float(self.histogram_threshold),
+            count_share=float(self.count_share),
         )
         logger.info("released a %d-component mixture in mode %s", self.n_components, metadata["mode"])
 

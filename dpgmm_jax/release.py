@@ -34,7 +34,15 @@ from dpgmm_jax.algorithms import (
 )
 from dpgmm_jax.domain import Domain, params_to_mechanism_coordinates, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import fit_em, initial_params_from_means
-from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, check_histogram_grid, histogram_em, histogram_grid_usable
+from dpgmm_jax.histogram import (
+    DEFAULT_HISTOGRAM_CELLS,
+    MAX_HISTOGRAM_CELLS,
+    check_histogram_grid,
+    count_release_share,
+    counted_histogram_em,
+    histogram_em,
+    histogram_grid_usable,
+)
 from dpgmm_jax.io import InvalidReleaseFileError, validate_params
 from dpgmm_jax.types import GMMParams, PublicPrior, Release
 from dpgmm_jax.validation import PrivacyLeakWarning, check_delta, check_epsilon
@@ -83,6 +91,10 @@ def privacy_metadata(
         config = config._replace(start="data_independent")
     if mode == "dp_em":
         iteration_mus = schedule_mus(mu, config, domain.n_features)
+    elif mode == "histogram_em" and count_release_share(config) > 0.0:
+        # The record count that picks the grid, then the histogram.
+        share = count_release_share(config)
+        iteration_mus = np.sqrt([share, 1.0 - share]) * mu
     elif mode == "histogram_em" or (mode == "labelled" and public_prior):
         iteration_mus = np.array([mu])
     elif mode == "labelled":
@@ -146,6 +158,7 @@ def privacy_metadata(
         "eigenvalue_floor": config.eigenvalue_floor,
         "histogram_cells": config.histogram_cells if mode == "histogram_em" else None,
         "histogram_threshold": config.histogram_threshold if mode == "histogram_em" else None,
+        "count_share": count_release_share(config) if mode == "histogram_em" else None,
         "domain": domain.describe(),
         "versions": package_versions(),
     }
@@ -281,7 +294,7 @@ def release_gmm(
         **config_options: further ``ReleaseConfig`` fields (n_iter,
             last_share, allocation, min_share, relation, count_floor,
             eigenvalue_floor, chunk_size, start, start_share, kmeans_iter,
-            histogram_cells, histogram_threshold).
+            histogram_cells, histogram_threshold, count_share).
 
     Returns:
         ``(params, metadata)``: the released mixture in data units as NumPy
@@ -314,7 +327,10 @@ def release_gmm(
     elif labels is not None:
         raise ValueError(f"labels are only used by mode='labelled', got mode={mode!r}; drop labels or change mode")
 
-    if mode == "histogram_em":
+    if mode == "histogram_em" and config.count_share > 0.0:
+        # The count picks the grid later, so check that the finest allowed grid is usable.
+        check_histogram_grid(y.shape[1], MAX_HISTOGRAM_CELLS, n_components)
+    elif mode == "histogram_em":
         check_histogram_grid(y.shape[1], config.histogram_cells, n_components)
 
     if prior is not None:
@@ -343,7 +359,10 @@ def release_gmm(
         release = dp_em(key, y_jax, mu, domain.radius, config, 1.0 if domain.bounded_box else None, prior)
     elif mode == "histogram_em":
         half_width = 1.0 if domain.bounded_box else domain.radius
-        release = histogram_em(key, y_jax, mu, domain.radius, half_width, config)
+        if config.count_share > 0.0:
+            release, config = counted_histogram_em(key, y_jax, mu, domain.radius, half_width, config)
+        else:
+            release = histogram_em(key, y_jax, mu, domain.radius, half_width, config)
     elif mode == "labelled":
         release = labelled_release(key, y_jax, jnp.asarray(labels), mu, domain.radius, config, prior)
     else:

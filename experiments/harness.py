@@ -32,7 +32,14 @@ from dpgmm_jax.baselines import (
 from dpgmm_jax.data import Dataset, load_dataset
 from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import fit_em, log_prob
-from dpgmm_jax.histogram import check_histogram_grid, histogram_em
+from dpgmm_jax.histogram import (
+    MAX_HISTOGRAM_CELLS,
+    bins_from_count,
+    check_histogram_grid,
+    count_release_share,
+    histogram_em,
+    noisy_record_count,
+)
 from dpgmm_jax.kl import best_matching, kl_monte_carlo, matched_bound, permute_components, sample
 from dpgmm_jax.release import nonprivate_fit, privacy_metadata
 from dpgmm_jax.types import GMMParams, Release
@@ -271,6 +278,8 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
         if trace is not None:
             trace["shares"] = np.asarray(shares)
         return params
+    elif algorithm == "histogram_em" and config.count_share > 0.0:
+        return counted_histogram_trials(prepared, config, keys, mus, radius if half_width is None else half_width)
     elif algorithm == "histogram_em":
         def single(key, mu):
             return histogram_em(key, y, mu, radius, radius if half_width is None else half_width, config).params
@@ -310,6 +319,46 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
 
     batched = jax.jit(jax.vmap(jax.vmap(single, in_axes=(0, None)), in_axes=(0, 0)))
     return batched(keys, mus)
+
+
+def counted_histogram_trials(prepared: PreparedDataset, config: ReleaseConfig, keys: jax.Array, mus: jax.Array,
+                             half_width: float) -> GMMParams:
+    """Run ``counted_histogram_em`` for every trial, batching the trials that chose the same grid.
+
+    Each trial's grid comes from its own noisy count, so the grids differ
+    between trials. The counts are drawn for all trials at once, and every
+    group of trials with one grid runs as one vmapped ``histogram_em``, with
+    the keys and budgets that ``counted_histogram_em`` would use.
+    """
+    y, radius = prepared.y, prepared.domain.radius
+    n_records, n_features = y.shape
+    share = count_release_share(config)
+    split = jax.vmap(jax.vmap(jax.random.split))(keys)
+    count_keys, histogram_keys = split[..., 0], split[..., 1]
+    histogram_mus = jnp.sqrt(1.0 - share) * mus
+
+    if share > 0.0:
+        count_mus = jnp.broadcast_to(jnp.sqrt(share) * mus[:, None], keys.shape)
+        draw = jax.vmap(jax.vmap(lambda key, mu: noisy_record_count(key, n_records, mu)))
+        counts = np.asarray(draw(count_keys, count_mus))
+    else:
+        counts = np.full(keys.shape, float(n_records))
+    bins = np.array([[bins_from_count(counts[e, t], float(histogram_mus[e]), n_features, config.n_components)
+                      for t in range(keys.shape[1])] for e in range(keys.shape[0])])
+
+    flat_keys = histogram_keys.reshape(-1)
+    flat_mus = jnp.broadcast_to(histogram_mus[:, None], keys.shape).reshape(-1)
+    flat_bins = bins.reshape(-1)
+    released = None
+    for grid_bins in np.unique(flat_bins):
+        members = np.flatnonzero(flat_bins == grid_bins)
+        grid_config = config._replace(histogram_cells=int(grid_bins) ** n_features)
+        group = jax.jit(jax.vmap(lambda key, mu: histogram_em(key, y, mu, radius, half_width, grid_config).params))(
+            flat_keys[members], flat_mus[members])
+        if released is None:
+            released = jax.tree.map(lambda a: jnp.zeros((flat_bins.size,) + a.shape[1:], a.dtype), group)
+        released = jax.tree.map(lambda whole, part: whole.at[members].set(part), released, group)
+    return jax.tree.map(lambda a: a.reshape(keys.shape + a.shape[1:]), released)
 
 
 def evaluate_kl(key: jax.Array, reference: GMMParams, released: GMMParams, n_samples: int,
@@ -375,8 +424,12 @@ def method_metadata(algorithm: str, epsilon: float, delta: float, domain: Domain
                 "accountant": "dp_accounting RdpAccountant", "noise_multiplier": noise_multiplier,
                 "neighbouring_relation": relation, "no_guarantee_reasons": reasons, "domain": domain.describe()}
     mode = algorithm if algorithm in ("dp_em", "histogram_em") else "oracle"
-    return privacy_metadata(epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config,
-                            public_prior=public_prior)
+    metadata = privacy_metadata(epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config,
+                                public_prior=public_prior)
+    if mode == "histogram_em" and config.count_share > 0.0:
+        # Each trial picks its grid from its own noisy count.
+        metadata["histogram_cells"] = None
+    return metadata
 
 
 def allocation_label(algorithm: str, config: ReleaseConfig) -> str:
@@ -401,8 +454,10 @@ def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictCon
         algorithm = str(method.algorithm)
         config = release_config(prepared, release, method)
         if algorithm == "histogram_em":
+            # A count-chosen grid can go up to the cell limit, so check the finest allowed grid then.
+            cells = MAX_HISTOGRAM_CELLS if config.count_share > 0.0 else config.histogram_cells
             try:
-                check_histogram_grid(int(prepared.y.shape[1]), config.histogram_cells, config.n_components)
+                check_histogram_grid(int(prepared.y.shape[1]), cells, config.n_components)
             except ValueError as error:
                 logger.warning("skipping %s on %s: %s", method_name, prepared.name, error)
                 if progress is not None:

@@ -7,15 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpgmm_jax import Domain, DPGaussianMixture, PublicPrior, release_gmm
+from dpgmm_jax import Domain, DPGaussianMixture, PublicPrior, pld_epsilon, release_gmm
 from dpgmm_jax.algorithms import ReleaseConfig
 from dpgmm_jax.em import fit_em, initial_params_from_means, sufficient_statistics
 from dpgmm_jax.histogram import (
+    MAX_HISTOGRAM_CELLS,
     background_em,
+    bins_from_count,
     check_histogram_grid,
+    counted_histogram_em,
     histogram_em,
     make_grid,
     noisy_histogram,
+    noisy_record_count,
     sheppard_correction,
     weighted_kmeans,
 )
@@ -288,3 +292,107 @@ def test_estimator_mode(mixture):
     assert model.privacy_["mode"] == "histogram_em"
     assert np.isfinite(model.score(y))
     assert model.predict(y).shape == (y.shape[0],)
+
+
+def test_bins_from_count_follows_rule_and_limits():
+    # (24 / d) (N mu / 196)^(1/5): N mu = 196 gives 12 bins in d = 2 and 8 in d = 3.
+    assert bins_from_count(196.0, 1.0, 2) == 12
+    assert bins_from_count(1960.0, 0.1, 3) == 8
+    assert bins_from_count(196.0 * 32, 1.0, 2) == 24
+
+    growing = [bins_from_count(count, 0.5, 2) for count in np.geomspace(1, 1e7, 30)]
+    assert growing == sorted(growing)
+    assert growing[0] == 4
+    assert growing[-1] == 91
+    assert bins_from_count(1e30, 1.0, 2) == math.isqrt(MAX_HISTOGRAM_CELLS)
+    assert bins_from_count(-50.0, 1.0, 2) == 4
+    # Enough cells for the components: 10 components in d = 1 need 10 bins.
+    assert bins_from_count(1.0, 0.01, 1, n_components=10) == 10
+
+
+def test_noisy_record_count_is_calibrated():
+    mu = 0.25
+    draws = jax.vmap(lambda key: noisy_record_count(key, 500, mu))(jax.random.split(jax.random.key(3), 20_000))
+    # 20,000 draws: the sample standard deviation has a relative error near 0.5%.
+    assert np.std(np.asarray(draws)) == pytest.approx(1.0 / mu, rel=0.03)
+    assert abs(np.mean(np.asarray(draws)) - 500.0) < 0.1 / mu
+
+
+def test_counted_release_composes_to_mu(mixture):
+    y, _ = mixture
+    domain = Domain.from_bounds([-1.0, -1.0], [1.0, 1.0])
+    _, metadata = release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=3, mode="histogram_em",
+                              count_share=0.05, key=jax.random.key(1))
+    assert metadata["n_releases"] == 2
+    np.testing.assert_allclose(metadata["iteration_mus"], np.sqrt([0.05, 0.95]) * metadata["mu"], rtol=1e-12)
+    assert metadata["composed_mu"] == pytest.approx(metadata["mu"], rel=1e-12)
+    assert pld_epsilon(metadata["iteration_mus"], 1e-5) == pytest.approx(1.0, rel=1e-3)
+    bins = math.isqrt(metadata["histogram_cells"])
+    assert bins**2 == metadata["histogram_cells"] and bins >= 4
+    assert metadata["count_share"] == 0.05
+
+    _, replace = release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=3, mode="histogram_em",
+                             count_share=0.05, relation="replace_one", key=jax.random.key(1))
+    assert replace["n_releases"] == 1
+    assert replace["count_share"] == 0.0
+    assert replace["histogram_cells"] == bins_from_count(len(y), replace["mu"], 2, 3) ** 2
+
+
+def test_counted_release_is_histogram_em_on_chosen_grid(mixture):
+    y = jnp.asarray(mixture[0])
+    config = ReleaseConfig(n_components=3, count_share=0.1)
+    key = jax.random.key(7)
+    release, chosen = counted_histogram_em(key, y, 0.8, math.sqrt(2.0), 1.0, config)
+
+    count_key, histogram_key = jax.random.split(key)
+    count = float(noisy_record_count(count_key, y.shape[0], math.sqrt(0.1) * 0.8))
+    bins = bins_from_count(count, math.sqrt(0.9) * 0.8, 2, 3)
+    assert chosen.histogram_cells == bins**2
+    expected = histogram_em(histogram_key, y, math.sqrt(0.9) * 0.8, math.sqrt(2.0), 1.0, chosen)
+    np.testing.assert_array_equal(release.params.means, expected.params.means)
+    np.testing.assert_array_equal(release.params.covariances, expected.params.covariances)
+
+
+def test_counted_grid_rejects_bad_share_before_spending(mixture):
+    y, _ = mixture
+    domain = Domain.from_bounds([-1.0, -1.0], [1.0, 1.0])
+    ledger = PrivacyAccountant(epsilon=5.0, delta=1e-5)
+    with pytest.raises(ValueError, match="count_share=1.0"):
+        release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=3, mode="histogram_em",
+                    count_share=1.0, accountant=ledger)
+    model = DPGaussianMixture(3, epsilon=1.0, bounds=([-1.0, -1.0], [1.0, 1.0]), mode="histogram_em",
+                              count_share=-0.1, accountant=ledger)
+    with pytest.raises(ValueError, match="count_share=-0.1"):
+        model.fit(y)
+    assert ledger.spent_mu == 0.0
+
+
+def test_estimator_passes_count_share(mixture):
+    y, _ = mixture
+    model = DPGaussianMixture(3, epsilon=2.0, bounds=([-1.0, -1.0], [1.0, 1.0]), count_share=0.05, random_state=0)
+    model.fit(y)
+    assert model.mode_ == "histogram_em"
+    assert model.privacy_["count_share"] == 0.05
+    assert model.privacy_["n_releases"] == 2
+
+
+def test_harness_batches_counted_trials_like_single_releases(mixture):
+    from types import SimpleNamespace
+
+    from experiments.harness import counted_histogram_trials
+
+    y = jnp.asarray(mixture[0][:1500])
+    prepared = SimpleNamespace(y=y, domain=SimpleNamespace(radius=math.sqrt(2.0)))
+    config = ReleaseConfig(n_components=3, count_share=0.05)
+    keys = jax.random.split(jax.random.key(11), 6).reshape(2, 3)
+    mus = jnp.asarray([0.05, 2.0])
+    batched = counted_histogram_trials(prepared, config, keys, mus, 1.0)
+
+    cells = set()
+    for e in range(2):
+        for t in range(3):
+            single, chosen = counted_histogram_em(keys[e, t], y, float(mus[e]), math.sqrt(2.0), 1.0, config)
+            cells.add(chosen.histogram_cells)
+            np.testing.assert_allclose(batched.means[e, t], single.params.means, rtol=1e-9, atol=1e-12)
+    # The two budgets pick different grids, so the batching grouped trials.
+    assert len(cells) >= 2
