@@ -19,7 +19,7 @@ from dpgmm_jax.accounting import NeighbouringRelation
 from dpgmm_jax.algorithms import STARTS, ReleaseConfig
 from dpgmm_jax.domain import Domain
 from dpgmm_jax.em import log_prob, precision_cholesky, responsibilities
-from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, MAX_HISTOGRAM_CELLS, check_histogram_grid
+from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, check_release_grid
 from dpgmm_jax.kl import sample as sample_mixture
 from dpgmm_jax.release import auto_mode, check_labels, check_prior, fresh_key, release_gmm
 from dpgmm_jax.types import GMMParams
@@ -464,9 +464,9 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         mode = self._resolve_mode(X.shape[1])
         labels = check_labels(y, X.shape[0], self.n_components) if mode == "labelled" else None
         if mode == "histogram_em":
-            # A count-chosen grid can go up to the cell limit, as in release_gmm.
-            cells = MAX_HISTOGRAM_CELLS if self.count_share > 0 else int(self.histogram_cells)
-            check_histogram_grid(X.shape[1], cells, self.n_components)
+            grid = ReleaseConfig(self.n_components, histogram_cells=int(self.histogram_cells),
+                                 count_share=float(self.count_share))
+            check_release_grid(X.shape[1], grid)
         if self.prior is not None:
             check_prior(self.prior, domain, self.n_components, X.dtype)
 

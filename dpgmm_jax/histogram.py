@@ -126,6 +126,17 @@ def check_histogram_grid(n_features: int, target_cells: int, n_components: int =
     return bins
 
 
+def check_release_grid(n_features: int, config) -> None:
+    """Raise unless the histogram release of ``config`` has a usable grid.
+
+    With a positive ``count_share`` the grid is picked later from the
+    released count and can go up to ``MAX_HISTOGRAM_CELLS``, so the finest
+    allowed grid is checked; otherwise the fixed ``histogram_cells`` is.
+    """
+    cells = MAX_HISTOGRAM_CELLS if config.count_share > 0.0 else config.histogram_cells
+    check_histogram_grid(n_features, cells, config.n_components)
+
+
 def histogram_grid_usable(n_features: int, target_cells: int, n_components: int = 1) -> bool:
     """Return whether ``check_histogram_grid`` accepts the grid, without raising."""
     try:

@@ -36,8 +36,8 @@ from dpgmm_jax.domain import Domain, params_to_mechanism_coordinates, to_data_co
 from dpgmm_jax.em import fit_em, initial_params_from_means
 from dpgmm_jax.histogram import (
     DEFAULT_HISTOGRAM_CELLS,
-    MAX_HISTOGRAM_CELLS,
     check_histogram_grid,
+    check_release_grid,
     count_release_share,
     counted_histogram_em,
     histogram_em,
@@ -206,8 +206,9 @@ def auto_mode(n_features: int, config: ReleaseConfig, has_prior: bool, stackleve
 
     The choice reads public values only: d, the number of components, the
     grid setting, the start and whether a public prior is given. A prior or
-    a private start selects DP-EM, the only mode that uses them. Where the default grid would fit but
-    the settings rule the histogram out, a warning names the reason.
+    a private start selects DP-EM, the only mode that uses them. Where the
+    default grid would fit but the settings rule the histogram out, a
+    warning names the reason.
     """
     if has_prior or config.start != "data_independent":
         return "dp_em"
@@ -327,11 +328,8 @@ def release_gmm(
     elif labels is not None:
         raise ValueError(f"labels are only used by mode='labelled', got mode={mode!r}; drop labels or change mode")
 
-    if mode == "histogram_em" and config.count_share > 0.0:
-        # The count picks the grid later, so check that the finest allowed grid is usable.
-        check_histogram_grid(y.shape[1], MAX_HISTOGRAM_CELLS, n_components)
-    elif mode == "histogram_em":
-        check_histogram_grid(y.shape[1], config.histogram_cells, n_components)
+    if mode == "histogram_em":
+        check_release_grid(y.shape[1], config)
 
     if prior is not None:
         if mode == "oracle":

@@ -33,9 +33,8 @@ from dpgmm_jax.data import Dataset, load_dataset
 from dpgmm_jax.domain import Domain, to_data_coordinates, to_mechanism_coordinates
 from dpgmm_jax.em import fit_em, log_prob
 from dpgmm_jax.histogram import (
-    MAX_HISTOGRAM_CELLS,
     bins_from_count,
-    check_histogram_grid,
+    check_release_grid,
     count_release_share,
     histogram_em,
     noisy_record_count,
@@ -454,10 +453,8 @@ def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictCon
         algorithm = str(method.algorithm)
         config = release_config(prepared, release, method)
         if algorithm == "histogram_em":
-            # A count-chosen grid can go up to the cell limit, so check the finest allowed grid then.
-            cells = MAX_HISTOGRAM_CELLS if config.count_share > 0.0 else config.histogram_cells
             try:
-                check_histogram_grid(int(prepared.y.shape[1]), cells, config.n_components)
+                check_release_grid(int(prepared.y.shape[1]), config)
             except ValueError as error:
                 logger.warning("skipping %s on %s: %s", method_name, prepared.name, error)
                 if progress is not None:

@@ -328,7 +328,8 @@ def test_counted_release_composes_to_mu(mixture):
     assert metadata["composed_mu"] == pytest.approx(metadata["mu"], rel=1e-12)
     assert pld_epsilon(metadata["iteration_mus"], 1e-5) == pytest.approx(1.0, rel=1e-3)
     bins = math.isqrt(metadata["histogram_cells"])
-    assert bins**2 == metadata["histogram_cells"] and bins >= 4
+    assert bins**2 == metadata["histogram_cells"]
+    assert bins >= 4
     assert metadata["count_share"] == 0.05
 
     _, replace = release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=3, mode="histogram_em",

@@ -169,22 +169,14 @@ def test_prior_rejected_where_it_has_no_role(records, options, match):
         release_gmm(x, epsilon=1.0, delta=1e-5, domain=domain, n_components=3, prior=public_prior(), **options)
 
 
-def test_estimator_rejects_start_with_prior(records):
+@pytest.mark.parametrize("options, match", [({"start": "kmeans"}, "start='kmeans' has no role with a prior"),
+                                            ({"mode": "histogram_em"}, "takes no prior")])
+def test_estimator_rejects_prior_before_spending(records, options, match):
     x, _ = records
     accountant = PrivacyAccountant(epsilon=10.0, delta=1e-3)
-    gmm = DPGaussianMixture(3, bounds=([-4.0, -4.0], [4.0, 4.0]), prior=public_prior(), start="kmeans",
-                            accountant=accountant)
-    with pytest.raises(ValueError, match="start='kmeans' has no role with a prior"):
-        gmm.fit(x)
-    assert accountant.spent_mu == 0.0
-
-
-def test_histogram_em_rejects_prior(records):
-    x, _ = records
-    accountant = PrivacyAccountant(epsilon=10.0, delta=1e-3)
-    gmm = DPGaussianMixture(3, bounds=([-4.0, -4.0], [4.0, 4.0]), prior=public_prior(), mode="histogram_em",
-                            accountant=accountant)
-    with pytest.raises(ValueError, match="takes no prior"):
+    gmm = DPGaussianMixture(3, bounds=([-4.0, -4.0], [4.0, 4.0]), prior=public_prior(), accountant=accountant,
+                            **options)
+    with pytest.raises(ValueError, match=match):
         gmm.fit(x)
     assert accountant.spent_mu == 0.0
 

@@ -59,7 +59,9 @@ def test_histogram_cells_sweep_composes():
     assert config.datasets.synthetic_2000.options.n_samples == 2000
     assert {"faithful", "iris"} <= set(config.datasets)
     cells = [config.methods[name].histogram_cells for name in config.run_methods if name != "dp_em_closed_form"]
-    assert cells == sorted(cells) and cells[0] == 16 and cells[-1] == 4096
+    assert cells == sorted(cells)
+    assert cells[0] == 16
+    assert cells[-1] == 4096
     assert all(config.methods[name].algorithm == "histogram_em" for name in config.run_methods[1:])
     assert config.figures is False
 
