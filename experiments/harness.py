@@ -36,6 +36,7 @@ from dpgmm_jax.histogram import (
     bins_from_count,
     check_release_grid,
     count_release_share,
+    histogram_bins,
     histogram_em,
     noisy_record_count,
 )
@@ -253,6 +254,10 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
         trace: for "dp_em", a dict that receives under "shares" the last
             iteration's split of mu_t^2 over (weights, means, covariances),
             averaged over components with the released weights, shape (E, T, 3).
+            For "histogram_em" it receives under "histogram_cells" the
+            number of cells of each trial's grid, shape (E, T): bins^d of
+            the fixed grid, or of the grid each trial picked from its noisy
+            count when ``count_share`` > 0.
 
     Returns:
         Released parameters in mechanism coordinates, batched as (E, T, ...).
@@ -278,8 +283,13 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
             trace["shares"] = np.asarray(shares)
         return params
     elif algorithm == "histogram_em" and config.count_share > 0.0:
-        return counted_histogram_trials(prepared, config, keys, mus, radius if half_width is None else half_width)
+        return counted_histogram_trials(prepared, config, keys, mus, radius if half_width is None else half_width,
+                                        trace)
     elif algorithm == "histogram_em":
+        if trace is not None:
+            bins = histogram_bins(y.shape[1], config.histogram_cells)
+            trace["histogram_cells"] = np.full(keys.shape, bins ** y.shape[1])
+
         def single(key, mu):
             return histogram_em(key, y, mu, radius, radius if half_width is None else half_width, config).params
     elif algorithm == "oracle":
@@ -321,13 +331,14 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
 
 
 def counted_histogram_trials(prepared: PreparedDataset, config: ReleaseConfig, keys: jax.Array, mus: jax.Array,
-                             half_width: float) -> GMMParams:
+                             half_width: float, trace: dict | None = None) -> GMMParams:
     """Run ``counted_histogram_em`` for every trial, batching the trials that chose the same grid.
 
     Each trial's grid comes from its own noisy count, so the grids differ
     between trials. The counts are drawn for all trials at once, and every
     group of trials with one grid runs as one vmapped ``histogram_em``, with
-    the keys and budgets that ``counted_histogram_em`` would use.
+    the keys and budgets that ``counted_histogram_em`` would use. A ``trace``
+    dict receives each trial's number of cells under "histogram_cells".
     """
     y, radius = prepared.y, prepared.domain.radius
     n_records, n_features = y.shape
@@ -344,6 +355,9 @@ def counted_histogram_trials(prepared: PreparedDataset, config: ReleaseConfig, k
         counts = np.full(keys.shape, float(n_records))
     bins = np.array([[bins_from_count(counts[e, t], float(histogram_mus[e]), n_features, config.n_components)
                       for t in range(keys.shape[1])] for e in range(keys.shape[0])])
+
+    if trace is not None:
+        trace["histogram_cells"] = bins**n_features
 
     flat_keys = histogram_keys.reshape(-1)
     flat_mus = jnp.broadcast_to(histogram_mus[:, None], keys.shape).reshape(-1)
@@ -426,7 +440,8 @@ def method_metadata(algorithm: str, epsilon: float, delta: float, domain: Domain
     metadata = privacy_metadata(epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config,
                                 public_prior=public_prior)
     if mode == "histogram_em" and config.count_share > 0.0:
-        # Each trial picks its grid from its own noisy count.
+        # Each trial picks its grid from its own noisy count; run_dataset
+        # fills in the grid of the trial it publishes.
         metadata["histogram_cells"] = None
     return metadata
 
@@ -499,16 +514,21 @@ def run_dataset(prepared: PreparedDataset, methods: DictConfig, release: DictCon
                 if "shares" in trace:
                     for g, group in enumerate(("weights", "means", "covariances")):
                         row[f"share_{group}"] = float(trace["shares"][e, t, g])
+                if "histogram_cells" in trace:
+                    row["histogram_cells"] = int(trace["histogram_cells"][e, t])
 
             first = jax.tree.map(lambda a: np.asarray(a[e, 0]), released)
             params = to_data_coordinates(first, prepared.domain)
+            privacy = method_metadata(algorithm, epsilon, delta, prepared.domain, config,
+                                      float(budgets[e]) if algorithm in RDP_ALGORITHMS else None, relation,
+                                      str(method.get("prior", "none")) != "none")
+            if algorithm == "histogram_em" and config.count_share > 0.0:
+                # The grid the first trial picked from its noisy count.
+                privacy["histogram_cells"] = int(trace["histogram_cells"][e, 0])
             releases.append({
                 "dataset": prepared.name, "method": method_name, "trial": 0,
                 "weights": params.weights.tolist(), "means": params.means.tolist(),
-                "covariances": params.covariances.tolist(),
-                "privacy": method_metadata(algorithm, epsilon, delta, prepared.domain, config,
-                                           float(budgets[e]) if algorithm in RDP_ALGORITHMS else None, relation,
-                                           str(method.get("prior", "none")) != "none"),
+                "covariances": params.covariances.tolist(), "privacy": privacy,
             })
         logger.info("%s on %s: %.1f s", method_name, prepared.name, time.perf_counter() - method_start)
         if progress is not None:

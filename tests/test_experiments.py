@@ -175,6 +175,12 @@ def test_histogram_em_beats_dp_em_in_two_dimensions(main_job, dataset, epsilon):
 
 
 @pytest.mark.slow
+def test_histogram_em_rows_record_their_grid(main_job):
+    histogram = main_job.method == "histogram_em"
+    assert (main_job[histogram].histogram_cells == 16**2).all()
+    assert main_job[~histogram].histogram_cells.isna().all()
+
+
 def test_histogram_em_skipped_on_wine(main_job):
     assert main_job[(main_job.dataset == "wine") & (main_job.method == "histogram_em")].empty
 

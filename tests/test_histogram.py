@@ -387,7 +387,8 @@ def test_harness_batches_counted_trials_like_single_releases(mixture):
     config = ReleaseConfig(n_components=3, count_share=0.05)
     keys = jax.random.split(jax.random.key(11), 6).reshape(2, 3)
     mus = jnp.asarray([0.05, 2.0])
-    batched = counted_histogram_trials(prepared, config, keys, mus, 1.0)
+    trace = {}
+    batched = counted_histogram_trials(prepared, config, keys, mus, 1.0, trace)
 
     cells = set()
     for e in range(2):
@@ -395,5 +396,6 @@ def test_harness_batches_counted_trials_like_single_releases(mixture):
             single, chosen = counted_histogram_em(keys[e, t], y, float(mus[e]), math.sqrt(2.0), 1.0, config)
             cells.add(chosen.histogram_cells)
             np.testing.assert_allclose(batched.means[e, t], single.params.means, rtol=1e-9, atol=1e-12)
+            assert trace["histogram_cells"][e, t] == chosen.histogram_cells
     # The two budgets pick different grids, so the batching grouped trials.
     assert len(cells) >= 2

@@ -16,7 +16,7 @@ from experiments.harness import domain_from_config
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TINY = ("trials=2", "release.n_iter=3", "kl.n_samples=300")
-REAL_DATASETS = ("iris", "breast_cancer", "diamonds", "flights")
+REAL_DATASETS = ("iris", "breast_cancer", "diamonds", "flights", "penguins", "quakes")
 
 
 def run_app(out_dir: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
@@ -71,6 +71,34 @@ def test_dataset_group_selects_one_dataset():
     assert config.dataset.name == "iris"
 
 
+def test_histogram_real_sweep_composes():
+    config = compose_config("+sweep=histogram_real")
+    assert list(config.datasets) == ["penguins", "quakes", "diamonds_d3", "diamonds_d4"]
+    for entry in config.datasets.values():
+        options = OmegaConf.to_container(entry.options) if "options" in entry else {}
+        assert load_dataset(entry.name, **options).x.shape[1] in (3, 4)
+    for name in ("diamonds_d3", "diamonds_d4"):
+        entry = config.datasets[name]
+        assert len(entry.domain.lower) == len(entry.domain.upper) == len(entry.options.columns)
+    assert config.methods.counted.count_share == 0.05
+    assert list(config.run_methods) == ["dp_em_closed_form", "histogram_em", "counted"]
+
+
+def test_histogram_real_records_grids(tmp_path):
+    run_app(tmp_path, "+sweep=histogram_real", "dataset=quakes", "epsilons=[0.1,10.0]",
+            "run_methods=[histogram_em,counted]", *TINY)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert set(results.dataset) == {"quakes"}
+    # The fixed grid is 4 bins per axis in d = 4, and the counted grid grows with mu.
+    assert (results[results.method == "histogram_em"].histogram_cells == 4**4).all()
+    counted = results[results.method == "counted"].groupby("epsilon").histogram_cells.min()
+    assert counted[10.0] > counted[0.1] >= 4**4
+    releases = json.loads((tmp_path / "releases.json").read_text())
+    for release in releases:
+        cells = release["privacy"]["histogram_cells"]
+        assert isinstance(cells, int) and round(cells ** 0.25) ** 4 == cells
+
+
 @pytest.mark.parametrize("name", REAL_DATASETS)
 def test_real_dataset_domain_is_declared_and_fits(name):
     config = OmegaConf.load(REPOSITORY / "conf" / "dataset" / f"{name}.yaml")
@@ -87,6 +115,22 @@ def test_real_dataset_domain_is_declared_and_fits(name):
 def test_flights_keeps_every_complete_row():
     dataset = load_dataset("flights")
     assert dataset.x.shape == (327_346, 8)
+
+
+def test_penguins_keep_measured_birds():
+    dataset = load_dataset("penguins")
+    assert dataset.x.shape == (342, 4)
+    assert np.bincount(dataset.labels).tolist() == [151, 68, 123]
+
+
+def test_diamonds_columns_select_and_order():
+    full = load_dataset("diamonds")
+    subset = load_dataset("diamonds", columns=["table", "carat"])
+    assert subset.feature_names == ("table", "carat")
+    np.testing.assert_array_equal(subset.x, full.x[:, [2, 0]])
+    for bad in (["carat", "colour"], ["carat", "carat"], []):
+        with pytest.raises(ValueError, match="columns must be distinct names"):
+            load_dataset("diamonds", columns=bad)
 
 
 def test_k_grid_tiny(tmp_path):
