@@ -390,10 +390,14 @@ def evaluate_kl(key: jax.Array, reference: GMMParams, released: GMMParams, n_sam
         Arrays of shape (E, T) under keys kl_mc, kl_mc_se and kl_bound.
     """
     batch = released.weights.shape[:-1]
-    # The bound needs components matched; the best matching solves an
-    # assignment problem on the forward costs.
-    # NOTE: for direction="reverse" this matching is valid but may not be the tightest one.
-    permutation = best_matching(reference, released)
+
+    # The bound matches components by an assignment on the measured direction's
+    # costs. In reverse the released components are the rows, so invert it.
+    if direction == "forward":
+        permutation = best_matching(reference, released)
+    else:
+        broadcast_reference = jax.tree.map(lambda a: jnp.broadcast_to(a, batch + a.shape), reference)
+        permutation = np.argsort(best_matching(released, broadcast_reference), axis=-1)
     aligned = permute_components(released, permutation)
     sample_keys = jax.random.split(key, batch[0] * batch[1]).reshape(batch)
 
@@ -440,7 +444,7 @@ def method_metadata(algorithm: str, epsilon: float, delta: float, domain: Domain
     metadata = privacy_metadata(epsilon=epsilon, delta=delta, mode=mode, domain=domain, config=config,
                                 public_prior=public_prior)
     if mode == "histogram_em" and config.count_share > 0.0:
-        # Each trial picks its grid from its own noisy count; run_dataset
+        # Each trial picks its grid from its own noisy count, so run_dataset
         # fills in the grid of the trial it publishes.
         metadata["histogram_cells"] = None
     return metadata
