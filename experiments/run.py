@@ -28,6 +28,7 @@ from tqdm import tqdm
 from dpgmm_jax.validation import check_delta, check_epsilon
 from experiments.figures import draw_all_figures
 from experiments.harness import prepare_dataset, run_dataset
+from experiments.tables import summary_table
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,10 @@ def run_experiment(config: DictConfig, out_dir: Path) -> pd.DataFrame:
 
     results = pd.DataFrame(rows)
     results.to_csv(out_dir / "results.csv", index=False)
+    if not results.empty:
+        # The median KL per dataset, method and epsilon (or grid value), ready for a paper.
+        (out_dir / "summary.md").write_text(summary_table(results) + "\n")
+        (out_dir / "summary.tex").write_text(summary_table(results, style="latex") + "\n")
     with open(out_dir / "releases.json", "w") as handle:
         json.dump(releases, handle, indent=1)
     if config.figures:

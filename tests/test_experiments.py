@@ -112,6 +112,11 @@ def test_tiny_run_writes_every_output(tmp_path):
     for name in ("kl_vs_epsilon.png", "kl_vs_epsilon.pdf"):
         assert (tmp_path / name).stat().st_size > 1000
 
+    summary = (tmp_path / "summary.md").read_text().splitlines()
+    assert summary[0] == "| dataset | method | eps 0.3 | eps 3 | DP |"
+    assert len(summary) == 2 + results["method"].nunique()
+    assert "\\bottomrule" in (tmp_path / "summary.tex").read_text()
+
     releases = json.loads((tmp_path / "releases.json").read_text())
     assert all(release["trial"] == 0 for release in releases)
     by_method = {release["method"]: release["privacy"] for release in releases}
