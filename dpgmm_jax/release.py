@@ -40,6 +40,7 @@ from dpgmm_jax.histogram import (
     check_release_grid,
     count_release_share,
     counted_histogram_em,
+    histogram_bins,
     histogram_em,
     histogram_grid_usable,
 )
@@ -105,6 +106,8 @@ def privacy_metadata(
 
     if mode == "oracle":
         allocation_source = "non-private fit"
+    elif mode == "histogram_em" and count_release_share(config) > 0.0:
+        allocation_source = "none: a noisy record count picks the grid, then every cell count gets the same noise"
     elif mode == "histogram_em":
         allocation_source = "none: one histogram release, every count with the same noise"
     elif config.allocation == "equal":
@@ -117,6 +120,8 @@ def privacy_metadata(
         allocation_source = "private k-means start, then the previous private iterate"
     else:
         allocation_source = "equal split, then the previous private iterate"
+
+    grid_cells = histogram_bins(domain.n_features, config.histogram_cells) ** domain.n_features
 
     start = None
     if mode == "dp_em" and public_prior:
@@ -156,7 +161,8 @@ def privacy_metadata(
         "last_share": None if mode == "histogram_em" else config.last_share,
         "count_floor": config.count_floor,
         "eigenvalue_floor": config.eigenvalue_floor,
-        "histogram_cells": config.histogram_cells if mode == "histogram_em" else None,
+        # The grid's actual cell count, bins^d, which may be below the target.
+        "histogram_cells": grid_cells if mode == "histogram_em" else None,
         "histogram_threshold": config.histogram_threshold if mode == "histogram_em" else None,
         "count_share": count_release_share(config) if mode == "histogram_em" else None,
         "domain": domain.describe(),

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from experiments.tables import dataset_labels  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 # Monte Carlo estimates of a KL near zero can be negative; log axes show them at this floor.
@@ -39,6 +41,15 @@ METRIC_LABELS = {
     "kl_generating": "KL(generating model || released)",
     "heldout_loglik": "held-out mean log-likelihood",
 }
+# kl_mc's label when the run set kl.direction=reverse.
+REVERSE_KL_LABEL = "KL(released || non-private)"
+
+
+def metric_label(results: pd.DataFrame, value: str) -> str:
+    """Return the axis label of a metric, with the KL direction that the run measured."""
+    if value == "kl_mc" and "kl_direction" in results and (results["kl_direction"] == "reverse").all():
+        return REVERSE_KL_LABEL
+    return METRIC_LABELS.get(value, value)
 # Metrics that are positive and span decades, so they get a log axis.
 LOG_METRICS = ("kl_mc", "kl_generating")
 
@@ -120,7 +131,7 @@ def plot_metric(results: pd.DataFrame, out_dir: Path, x: str = "epsilon", value:
         axis.set_xlabel(x_label or x)
         axis.grid(True, which="both", alpha=0.3)
     for axis in first_in_row:
-        axis.set_ylabel(f"{METRIC_LABELS.get(value, value)}, median and IQR")
+        axis.set_ylabel(f"{metric_label(results, value)}, median and IQR")
     ordered = [method for method in methods if method in handles]
     axes[-1].legend([handles[method] for method in ordered], ordered, fontsize="small")
     figure.tight_layout()
@@ -156,6 +167,8 @@ def draw_all_figures(results: pd.DataFrame, out_dir: Path) -> list[Path]:
     """
     metrics = [value for value in ("kl_mc", "kl_generating", "heldout_loglik")
                if value in results and results[value].notna().any()]
+    # Datasets that share a name (synthetic variants in d = 2 and 3, say) get a panel each.
+    results = results.assign(dataset=dataset_labels(results))
     paths = []
     if "sweep_value" in results and results["sweep_value"].notna().any():
         parameter = str(results["sweep_parameter"].dropna().iloc[0])

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dpgmm_jax.validation import check_delta, check_epsilon
-from experiments.figures import draw_all_figures
+from experiments.figures import draw_all_figures, metric_label
 from experiments.harness import prepare_dataset, run_dataset
 from experiments.tables import summary_table
 
@@ -152,8 +152,10 @@ def run_experiment(config: DictConfig, out_dir: Path) -> pd.DataFrame:
     results.to_csv(out_dir / "results.csv", index=False)
     if not results.empty:
         # The median KL per dataset, method and epsilon (or grid value), ready for a paper.
-        (out_dir / "summary.md").write_text(summary_table(results) + "\n")
-        (out_dir / "summary.tex").write_text(summary_table(results, style="latex") + "\n")
+        caption = f"Median {metric_label(results, 'kl_mc')} over trials."
+        (out_dir / "summary.md").write_text(f"{caption}\n\n{summary_table(results)}\n")
+        latex = summary_table(results, style="latex")
+        (out_dir / "summary.tex").write_text(f"% {caption} Needs \\usepackage{{booktabs}}.\n{latex}\n")
     with open(out_dir / "releases.json", "w") as handle:
         json.dump(releases, handle, indent=1)
     if config.figures:

@@ -38,7 +38,9 @@ def method_table(results: pd.DataFrame, epsilon: float, metric: str = "kl_mc") -
         raise ValueError(f"results have no column {metric!r}; choose one of {sorted(results.columns)}")
     rows = results[np.isclose(results.epsilon, epsilon)]
     if rows.empty:
-        raise ValueError(f"results have no rows at epsilon={epsilon}; the run has {sorted(results.epsilon.unique())}")
+        available = [float(value) for value in sorted(results.epsilon.unique())]
+        raise ValueError(f"results have no rows at epsilon={epsilon}; pass one of the run's epsilons {available}")
+    rows = rows.assign(dataset=dataset_labels(rows))
 
     datasets = list(dict.fromkeys(rows.dataset))
     methods = list(dict.fromkeys(rows.method))
@@ -58,7 +60,7 @@ def method_table(results: pd.DataFrame, epsilon: float, metric: str = "kl_mc") -
     return "\n".join(lines)
 
 
-def _dataset_labels(results: pd.DataFrame) -> pd.Series:
+def dataset_labels(results: pd.DataFrame) -> pd.Series:
     """Return one label per row: the dataset name, with d and N where several datasets share it.
 
     A grid sweep changes K or d with the grid value, so names are compared
@@ -123,7 +125,7 @@ def summary_table(results: pd.DataFrame, metric: str = "kl_mc", style: str = "ma
     if results.empty:
         raise ValueError("results are empty; run at least one method on one dataset")
 
-    frame = results.assign(_dataset=_dataset_labels(results))
+    frame = results.assign(_dataset=dataset_labels(results))
     column_of_row, columns = _column_labels(frame)
     frame = frame.assign(_column=column_of_row.to_numpy())
     medians = frame.groupby(["_dataset", "method", "_column"])[metric].median()

@@ -113,9 +113,12 @@ def test_tiny_run_writes_every_output(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
 
     summary = (tmp_path / "summary.md").read_text().splitlines()
-    assert summary[0] == "| dataset | method | eps 0.3 | eps 3 | DP |"
-    assert len(summary) == 2 + results["method"].nunique()
-    assert "\\bottomrule" in (tmp_path / "summary.tex").read_text()
+    assert summary[0] == "Median KL(non-private || released) over trials."
+    assert summary[2] == "| dataset | method | eps 0.3 | eps 3 | DP |"
+    assert len(summary) == 4 + results["method"].nunique()
+    latex = (tmp_path / "summary.tex").read_text().splitlines()
+    assert latex[0] == "% Median KL(non-private || released) over trials. Needs \\usepackage{booktabs}."
+    assert latex[-1] == "\\end{tabular}"
 
     releases = json.loads((tmp_path / "releases.json").read_text())
     assert all(release["trial"] == 0 for release in releases)

@@ -24,3 +24,25 @@ def test_colour_stable_across_panels(tmp_path, monkeypatch):
     assert len(set(colours[0].values())) == 3
     legend_labels = [text.get_text() for text in axes[-1].get_legend().get_texts()]
     assert legend_labels == ["a", "b", "c"]
+
+
+def test_shared_names_get_panels_and_direction(tmp_path, monkeypatch):
+    rows = []
+    for d in (2, 3):
+        for epsilon in (1.0, 10.0):
+            rows.append({"dataset": "synthetic", "d": d, "N": 100, "method": "a", "epsilon": epsilon,
+                         "kl_mc": d / epsilon, "kl_direction": "reverse"})
+    captured = []
+    monkeypatch.setattr(figures.plt, "close", captured.append)
+
+    figures.draw_all_figures(pd.DataFrame(rows), tmp_path)
+
+    axes = [axis for axis in captured[0].axes if axis.get_visible()]
+    assert [axis.get_title() for axis in axes] == ["synthetic (d = 2, N = 100)", "synthetic (d = 3, N = 100)"]
+    assert axes[0].get_ylabel() == "KL(released || non-private), median and IQR"
+
+
+def test_forward_label_by_default():
+    results = pd.DataFrame({"kl_mc": [1.0], "kl_direction": ["forward"]})
+    assert figures.metric_label(results, "kl_mc") == "KL(non-private || released)"
+    assert figures.metric_label(results.drop(columns="kl_direction"), "kl_mc") == "KL(non-private || released)"

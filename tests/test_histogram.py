@@ -261,6 +261,20 @@ def test_release_gmm_mode_and_metadata(mixture):
                     n_components=2, mode="histogram_em")
 
 
+def test_metadata_records_actual_grid_cells():
+    y = np.random.default_rng(3).uniform(-1.0, 1.0, size=(500, 3))
+    domain = Domain.from_bounds([-1.0] * 3, [1.0] * 3)
+    _, metadata = release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=2, mode="histogram_em",
+                              key=jax.random.key(2))
+    # 256 target cells are 6 bins per axis in d = 3.
+    assert metadata["histogram_cells"] == 6**3
+    assert metadata["allocation_source"].startswith("none: one histogram release")
+
+    _, counted = release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=2, mode="histogram_em",
+                             count_share=0.05, key=jax.random.key(2))
+    assert counted["allocation_source"].startswith("none: a noisy record count picks the grid")
+
+
 def test_data_derived_domain_still_warns(mixture):
     y, _ = mixture
     with pytest.warns(PrivacyLeakWarning):

@@ -128,8 +128,12 @@ def test_diamonds_columns_select_and_order():
     subset = load_dataset("diamonds", columns=["table", "carat"])
     assert subset.feature_names == ("table", "carat")
     np.testing.assert_array_equal(subset.x, full.x[:, [2, 0]])
-    for bad in (["carat", "colour"], ["carat", "carat"], []):
-        with pytest.raises(ValueError, match="columns must be distinct names"):
+    bad_columns = [(["carat", "colour"], r"unknown diamonds columns \['colour'\]"),
+                   (["carat", "carat"], r"columns \['carat'\] appear more than once"),
+                   ([], "columns is empty"),
+                   ("carat", "must be a list of column names")]
+    for bad, message in bad_columns:
+        with pytest.raises(ValueError, match=message):
             load_dataset("diamonds", columns=bad)
 
 

@@ -127,3 +127,14 @@ def test_table_script_rejects_latex_alone(tmp_path):
     completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     assert "--latex needs --summary" in completed.stderr
+
+
+def test_method_table_separates_shared_names():
+    lines = method_table(summary_rows(), 1.0).splitlines()
+    assert lines[0] == "| method | faithful | synthetic (d = 2, N = 2000) | synthetic (d = 3, N = 2000) | DP |"
+    assert lines[2] == "| dp_em_closed_form | 4 (22) | 4 (22) | 6 (33) | yes |"
+
+
+def test_method_table_lists_epsilons_plainly(results):
+    with pytest.raises(ValueError, match=r"pass one of the run's epsilons \[1.0, 3.0\]"):
+        method_table(results, 0.5)
