@@ -63,7 +63,7 @@ def test_histogram_cells_sweep_composes():
     assert cells[0] == 16
     assert cells[-1] == 4096
     assert all(config.methods[name].algorithm == "histogram_em" for name in config.run_methods[1:])
-    assert config.figures is False
+    assert config.figures is True
 
 
 def test_dataset_group_selects_one_dataset():
