@@ -50,6 +50,8 @@ def metric_label(results: pd.DataFrame, value: str) -> str:
     if value == "kl_mc" and "kl_direction" in results and (results["kl_direction"] == "reverse").all():
         return REVERSE_KL_LABEL
     return METRIC_LABELS.get(value, value)
+
+
 # Metrics that are positive and span decades, so they get a log axis.
 LOG_METRICS = ("kl_mc", "kl_generating")
 
