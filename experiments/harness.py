@@ -391,8 +391,8 @@ def evaluate_kl(key: jax.Array, reference: GMMParams, released: GMMParams, n_sam
     """
     batch = released.weights.shape[:-1]
 
-    # The bound matches components by an assignment on the measured direction's
-    # costs. In reverse the released components are the rows, so invert it.
+    # The bound matches components by an assignment on the measured direction's costs.
+    # In reverse the released components are the rows, so the inverse permutation aligns them.
     if direction == "forward":
         permutation = best_matching(reference, released)
     else:

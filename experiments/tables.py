@@ -61,7 +61,7 @@ def method_table(results: pd.DataFrame, epsilon: float, metric: str = "kl_mc") -
 
 
 def dataset_labels(results: pd.DataFrame) -> pd.Series:
-    """Return one label per row: the dataset name, with d and N where several datasets share it.
+    """Return one label per row, the dataset name, with d and N added where several datasets share the name.
 
     A grid sweep changes K or d with the grid value, so names are compared
     within one grid value.
@@ -79,7 +79,7 @@ def dataset_labels(results: pd.DataFrame) -> pd.Series:
 
 
 def _column_labels(results: pd.DataFrame) -> tuple[pd.Series, list[str]]:
-    """Return each row's column label and the labels in order: epsilon, or the grid value, or both."""
+    """Return each row's column label and the ordered labels, keyed by epsilon, by grid value or by both."""
     epsilons = sorted(results.epsilon.unique())
     grid = "sweep_value" in results.columns and results.sweep_value.nunique() > 1
     if not grid:
@@ -98,8 +98,8 @@ def _column_labels(results: pd.DataFrame) -> tuple[pd.Series, list[str]]:
 def summary_table(results: pd.DataFrame, metric: str = "kl_mc", style: str = "markdown") -> str:
     """Return the median of a metric per dataset and method, one column per epsilon or grid value.
 
-    This is the layout of the README's main-job table: medians only,
-    because KL across noise draws is heavy-tailed, and a last column that
+    The layout is that of the README's main-job table. Cells are medians
+    only, because KL across noise draws is heavy-tailed, and a last column
     marks the methods whose output carries a DP guarantee. Datasets and
     methods keep the run's order. Datasets that share a name (the
     synthetic variants of a sweep) are labelled with their d and N.
@@ -132,8 +132,8 @@ def summary_table(results: pd.DataFrame, metric: str = "kl_mc", style: str = "ma
     guarantees = frame.groupby("method").dp_guarantee.all() if "dp_guarantee" in frame else None
 
     body = []
-    for dataset in dict.fromkeys(frame._dataset):
-        for method in dict.fromkeys(frame[frame._dataset == dataset].method):
+    for dataset in dict.fromkeys(frame["_dataset"]):
+        for method in dict.fromkeys(frame[frame["_dataset"] == dataset].method):
             cells = [_format(medians[dataset, method, column]) if (dataset, method, column) in medians.index else "-"
                      for column in columns]
             guarantee = ""

@@ -4,9 +4,10 @@
     python scripts/results_table.py RUN_DIR --summary [--latex] [--metric kl_mc]
 
 reads RUN_DIR/results.csv, as written by ``python -m experiments.run``.
-With ``--summary`` it prints the run's summary table instead: the median
-per dataset and method at every epsilon (or grid value), as the run
-writes to summary.md, or with ``--latex`` to summary.tex.
+With ``--summary`` it prints the run's summary table instead, which has
+the median per dataset and method at every epsilon (or grid value). That
+is the table the run writes to summary.md, or with ``--latex`` to
+summary.tex.
 """
 
 import argparse
@@ -25,8 +26,9 @@ def main(argv=None) -> None:
     parser.add_argument("run_dir", type=Path, help="run directory that contains results.csv")
     parser.add_argument("--epsilon", type=float, default=1.0, help="epsilon to tabulate")
     parser.add_argument("--metric", default="kl_mc", help="results column to summarise")
-    parser.add_argument("--summary", action="store_true", help="median at every epsilon or grid value")
-    parser.add_argument("--latex", action="store_true", help="with --summary, a booktabs LaTeX tabular")
+    parser.add_argument("--summary", action="store_true",
+                        help="print the median per dataset and method at every epsilon or grid value")
+    parser.add_argument("--latex", action="store_true", help="with --summary, print a booktabs LaTeX tabular")
     args = parser.parse_args(argv)
     if args.latex and not args.summary:
         parser.error("--latex needs --summary; pass both")

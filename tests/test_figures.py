@@ -26,7 +26,7 @@ def test_colour_stable_across_panels(tmp_path, monkeypatch):
     assert legend_labels == ["a", "b", "c"]
 
 
-def test_shared_names_get_panels_and_direction(tmp_path, monkeypatch):
+def test_figures_panels_and_reverse_label(tmp_path, monkeypatch):
     rows = []
     for d in (2, 3):
         for epsilon in (1.0, 10.0):

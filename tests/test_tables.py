@@ -95,7 +95,7 @@ def test_summary_latex_escapes_and_groups():
     assert lines[-1] == "\\end{tabular}"
 
 
-def test_summary_grid_columns_use_the_swept_parameter():
+def test_summary_columns_for_grid_values():
     rows = summary_rows()
     rows = rows[(rows.dataset == "synthetic") & (rows.epsilon == 1.0)]
     rows = rows.assign(sweep_parameter="n_features", sweep_value=rows.d)
