@@ -26,7 +26,15 @@ import numpy as np
 from dpgmm_jax.accounting import NeighbouringRelation, iteration_schedule, sensitivity_multiplier
 from dpgmm_jax.allocation import closed_form_shares, cost_coefficients, equal_shares
 from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, chunked_sum, e_step, sufficient_statistics
-from dpgmm_jax.histogram import DEFAULT_HISTOGRAM_CELLS, MAX_HISTOGRAM_CELLS, histogram_bins, noisy_histogram
+from dpgmm_jax.histogram import (
+    DEFAULT_HISTOGRAM_CELLS,
+    MAX_HISTOGRAM_CELLS,
+    check_histogram_grid,
+    histogram_bins,
+    histogram_em,
+    histogram_grid_usable,
+    noisy_histogram,
+)
 from dpgmm_jax.mechanism import (
     add_noise,
     group_sensitivities,
@@ -40,8 +48,12 @@ from dpgmm_jax.solver import SolverSettings, optimise_shares
 from dpgmm_jax.types import GMMParams, NoiseScales, Release, SufficientStatistics
 from dpgmm_jax.validation import check_n_components
 
-ALLOCATIONS = ("closed_form", "equal", "optax")
-STARTS = ("data_independent", "histogram", "kmeans")
+ALLOCATIONS = ("auto", "closed_form", "equal", "optax")
+STARTS = ("auto", "data_independent", "histogram", "histogram_em", "kmeans")
+# Starts that spend start_share of mu^2 on a private release of the records.
+PRIVATE_STARTS = ("histogram", "histogram_em", "kmeans")
+# DP-EM iterations after a start other than histogram_em (n_iter=None).
+DEFAULT_N_ITER = 10
 
 
 class ReleaseConfig(NamedTuple):
@@ -52,31 +64,36 @@ class ReleaseConfig(NamedTuple):
 
     Attributes:
         n_components: number of mixture components K.
-        n_iter: DP-EM iterations T.
+        n_iter: DP-EM iterations T, or None for the default: 1 after a
+            ``histogram_em`` start and 10 after any other start.
         last_share: share of mu^2 spent on the last DP-EM iteration (default
             0.5, as in the estimator and conf/config.yaml), or None for a
             uniform schedule.
         allocation: "closed_form" (quadratic model of E[KL]), "optax"
-            (Monte Carlo expected KL minimised by ``dpgmm_jax.solver``) or
-            "equal".
+            (Monte Carlo expected KL of the post-processed release, minimised
+            by ``dpgmm_jax.solver``), "equal", or "auto" (the default):
+            "optax" in DP-EM after a "histogram_em" start and "closed_form"
+            everywhere else (see ``resolve``).
         min_share: public floor on each group's share of mu^2, in [0, 1/3).
         relation: neighbouring relation, "add_or_remove_one" or "replace_one".
         count_floor: public floor on noisy counts, >= 1.
         eigenvalue_floor: public floor on covariance eigenvalues in mechanism
             coordinates, > 0.
         noise_floor_factor: kappa >= 0 of the noise-aware eigenvalue floor
-            of ``dpgmm_jax.mechanism.postprocess``; 0 turns it off.
+            of ``dpgmm_jax.mechanism.postprocess`` (default 0.5); 0 turns it
+            off.
         chunk_size: records per chunk when computing statistics.
         solver_draws: noise draws in the optax solver's objective.
         solver_steps: optimiser steps of the optax solver.
         pilot_fraction: share of mu^2 the labelled mode spends on its pilot
             release, in (0, 1).
-        start: how DP-EM starts, "data_independent" (public quantities only),
-            "histogram" (a noisy histogram of the records, see
-            ``histogram_start``) or "kmeans" (noisy Lloyd iterations, see
-            ``kmeans_start``).
-        start_share: share of mu^2 a private start (histogram or kmeans)
-            spends, in (0, 1).
+        start: how DP-EM starts: "auto" (the default: "histogram_em" where
+            its grid fits, see ``resolve``, else "data_independent"),
+            "data_independent" (public quantities only), "histogram_em" (a
+            ``dpgmm_jax.histogram.histogram_em`` release), "histogram" (the
+            highest cells of a noisy histogram, see ``histogram_start``) or
+            "kmeans" (noisy Lloyd iterations, see ``kmeans_start``).
+        start_share: share of mu^2 a private start spends, in (0, 1).
         kmeans_iter: Lloyd iterations of the k-means start, >= 1.
         histogram_cells: target number of histogram cells; each axis gets
             max(2, floor(cells^(1/d))) bins.
@@ -94,19 +111,19 @@ class ReleaseConfig(NamedTuple):
     """
 
     n_components: int
-    n_iter: int = 10
+    n_iter: int | None = None
     last_share: float | None = 0.5
-    allocation: str = "closed_form"
+    allocation: str = "auto"
     min_share: float = 0.05
     relation: str = NeighbouringRelation.ADD_OR_REMOVE_ONE.value
     count_floor: float = 1.0
     eigenvalue_floor: float = 1e-3
-    noise_floor_factor: float = 0.0
+    noise_floor_factor: float = 0.5
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    solver_draws: int = 64
-    solver_steps: int = 50
+    solver_draws: int = 32
+    solver_steps: int = 25
     pilot_fraction: float = 0.1
-    start: str = "data_independent"
+    start: str = "auto"
     start_share: float = 0.1
     histogram_cells: int = DEFAULT_HISTOGRAM_CELLS
     histogram_suppression: int = 1
@@ -117,7 +134,8 @@ class ReleaseConfig(NamedTuple):
     def validate(self) -> "ReleaseConfig":
         """Check every field and return the config, raising ValueError on a bad one."""
         check_n_components(self.n_components)
-        iteration_schedule(self.n_iter, self.last_share)
+        if self.n_iter is not None:
+            iteration_schedule(self.n_iter, self.last_share)
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {ALLOCATIONS}, got allocation={self.allocation!r}")
         if not 0.0 <= self.min_share < 1.0 / 3.0:
@@ -160,6 +178,41 @@ class ReleaseConfig(NamedTuple):
         if not 0.0 < self.pilot_fraction < 1.0:
             raise ValueError(f"pilot_fraction must be in (0, 1), got pilot_fraction={self.pilot_fraction}")
         return self
+
+    def resolve(self, n_features: int) -> "ReleaseConfig":
+        """Return the config with start="auto" and n_iter=None made concrete for d = ``n_features``.
+
+        "auto" becomes "histogram_em" where ``histogram_em``'s grid fits
+        (at least 4 bins per axis and one cell per component, so d <= 4 at
+        the default 256 cells) and "data_independent" otherwise. n_iter=None
+        becomes 1 after a "histogram_em" start, which is already close to a
+        converged fit, and 10 otherwise. allocation="auto" becomes "optax"
+        after a "histogram_em" start, where the solver plans from that fit,
+        and "closed_form" otherwise: planned from a noisy intermediate
+        iterate, the solver's Monte Carlo objective was no better than the
+        closed form (README, main job). All choices read public values only.
+
+        Raises:
+            ValueError: if start="histogram_em" is asked for where its grid
+                does not fit.
+        """
+        config = self
+        if config.start == "histogram_em":
+            try:
+                check_histogram_grid(n_features, config.histogram_cells, config.n_components)
+            except ValueError as error:
+                raise ValueError(
+                    f"start='histogram_em' cannot run: {error}. Or pass start='auto', which falls back to the "
+                    "data-independent start where the grid does not fit"
+                ) from None
+        if config.start == "auto":
+            usable = histogram_grid_usable(n_features, config.histogram_cells, config.n_components)
+            config = config._replace(start="histogram_em" if usable else "data_independent")
+        if config.n_iter is None:
+            config = config._replace(n_iter=1 if config.start == "histogram_em" else DEFAULT_N_ITER)
+        if config.allocation == "auto":
+            config = config._replace(allocation="optax" if config.start == "histogram_em" else "closed_form")
+        return config
 
 
 def data_independent_init(key: jax.Array, n_components: int, n_features: int, radius, dtype=jnp.float32) -> Release:
@@ -385,6 +438,11 @@ def solver_settings(config: ReleaseConfig) -> SolverSettings:
     )
 
 
+def concrete_allocation(config: ReleaseConfig) -> str:
+    """Return the split that ``allocate_shares`` runs, reading an unresolved "auto" as the closed form."""
+    return "closed_form" if config.allocation == "auto" else config.allocation
+
+
 def allocate_shares(key: jax.Array, stats: SufficientStatistics, mu, radius, config: ReleaseConfig) -> jax.Array:
     """Return each component's split of mu^2, shape (K, 3), from public or released statistics.
 
@@ -394,11 +452,14 @@ def allocate_shares(key: jax.Array, stats: SufficientStatistics, mu, radius, con
             (except in the oracle mode, which is labelled not private).
         mu: GDP budget of the release being planned.
         radius: the domain radius R.
-        config: chooses the allocation.
+        config: chooses the allocation. An "auto" that ``resolve`` has not
+            made concrete, as in the oracle and labelled modes, means the
+            closed form.
     """
-    if config.allocation == "equal":
+    allocation = concrete_allocation(config)
+    if allocation == "equal":
         return equal_shares(config.n_components, stats.counts.dtype)
-    if config.allocation == "optax":
+    if allocation == "optax":
         return optimise_shares(key, stats, mu, radius, solver_settings(config), config.relation).shares
     costs = cost_coefficients(stats)
     return closed_form_shares(costs, group_sensitivities(radius, config.relation), config.min_share)
@@ -442,6 +503,12 @@ def dp_em_trace(
     if prior is not None:
         # The prior replaces the start, which then spends nothing.
         config = config._replace(start="data_independent")
+    config = config.resolve(n_features)
+    if config.start == "histogram_em" and half_width is None:
+        raise ValueError(
+            "start='histogram_em' builds its grid when dp_em_trace is traced, so half_width must be a Python "
+            "float, got half_width=None; pass half_width=float(radius) for a ball domain"
+        )
     start_share = float(np.sum(start_schedule(config, n_features)))
     iterations_share = 1.0 - start_share
 
@@ -450,6 +517,8 @@ def dp_em_trace(
     elif uses_histogram_start(config, n_features):
         cube = radius if half_width is None else half_width
         start = histogram_start(key_init, y, math.sqrt(start_share) * mu, radius, cube, config)
+    elif config.start == "histogram_em":
+        start = histogram_em(key_init, y, math.sqrt(start_share) * mu, radius, half_width, config)
     elif config.start == "kmeans":
         start = kmeans_start(key_init, y, math.sqrt(start_share) * mu, radius, config)
     else:
@@ -461,7 +530,7 @@ def dp_em_trace(
     release_keys = jax.random.split(key_releases, config.n_iter)
     # A public prior and the k-means start carry counts, so every iteration,
     # the first included, plans its allocation from the release before it.
-    plans_from_start = prior is not None or config.start == "kmeans"
+    plans_from_start = prior is not None or config.start in ("kmeans", "histogram_em")
     first_iteration = (jnp.arange(config.n_iter) == 0) & (not plans_from_start)
 
     def iteration(previous: Release, inputs):
@@ -501,9 +570,17 @@ def dp_em(
 ) -> Release:
     """Fit a Gaussian mixture by differentially private EM; see ``dp_em_trace`` for the arguments.
 
+    Where ``half_width`` is None and ``radius`` is a concrete number, the cube
+    around the ball, half_width = radius, is passed on as a static value.
+
     Returns:
         The last release, mu-GDP under ``config.relation``.
     """
+    if half_width is None:
+        try:
+            half_width = float(radius)
+        except jax.errors.ConcretizationTypeError:
+            pass  # A traced radius gives no static cube, which only the histogram_em start needs.
     return dp_em_trace(key, y, mu, radius, config, half_width, prior)[0]
 
 
@@ -558,7 +635,8 @@ def uses_histogram_start(config: ReleaseConfig, n_features: int) -> bool:
 
 def start_schedule(config: ReleaseConfig, n_features: int) -> np.ndarray:
     """Return the shares of mu^2 of the start's releases: none, one histogram, or kmeans_iter Lloyd steps."""
-    if uses_histogram_start(config, n_features):
+    config = config.resolve(n_features)
+    if uses_histogram_start(config, n_features) or config.start == "histogram_em":
         return np.array([config.start_share])
     if config.start == "kmeans":
         return np.full(config.kmeans_iter, config.start_share / config.kmeans_iter)
@@ -567,6 +645,7 @@ def start_schedule(config: ReleaseConfig, n_features: int) -> np.ndarray:
 
 def schedule_mus(mu: float, config: ReleaseConfig, n_features: int) -> np.ndarray:
     """Return the mu of every release of a DP-EM run with total budget mu, the start's releases first."""
+    config = config.resolve(n_features)
     start = start_schedule(config, n_features)
     schedule = iteration_schedule(config.n_iter, config.last_share) * (1.0 - np.sum(start))
     return np.sqrt(np.concatenate([start, schedule])) * mu

@@ -24,7 +24,9 @@ from dpgmm_jax.accounting import (
     mu_from_epsilon_delta,
 )
 from dpgmm_jax.algorithms import (
+    PRIVATE_STARTS,
     ReleaseConfig,
+    concrete_allocation,
     dp_em,
     labelled_release,
     oracle_release,
@@ -91,6 +93,7 @@ def privacy_metadata(
         # A public prior replaces DP-EM's start, which then spends nothing.
         config = config._replace(start="data_independent")
     if mode == "dp_em":
+        config = config.resolve(domain.n_features)
         iteration_mus = schedule_mus(mu, config, domain.n_features)
     elif mode == "histogram_em" and count_release_share(config) > 0.0:
         # The record count that picks the grid, then the histogram.
@@ -118,6 +121,8 @@ def privacy_metadata(
         allocation_source = "public prior, then the previous private iterate"
     elif config.start == "kmeans":
         allocation_source = "private k-means start, then the previous private iterate"
+    elif config.start == "histogram_em":
+        allocation_source = "private histogram_em start, then the previous private iterate"
     else:
         allocation_source = "equal split, then the previous private iterate"
 
@@ -150,12 +155,12 @@ def privacy_metadata(
         "mode": mode,
         "dp_guarantee": dp_guarantee,
         "no_guarantee_reasons": reasons,
-        "allocation": None if mode == "histogram_em" else config.allocation,
+        "allocation": None if mode == "histogram_em" else concrete_allocation(config),
         "allocation_source": allocation_source,
         "min_share": None if mode == "histogram_em" else config.min_share,
         "n_iter": config.n_iter if mode == "dp_em" else 1,
         "start": start,
-        "start_share": config.start_share if mode == "dp_em" and start in ("histogram", "kmeans") else None,
+        "start_share": config.start_share if mode == "dp_em" and start in PRIVATE_STARTS else None,
         "kmeans_iter": config.kmeans_iter if mode == "dp_em" and start == "kmeans" else None,
         "pilot_fraction": config.pilot_fraction if mode == "labelled" and not public_prior else None,
         "last_share": None if mode == "histogram_em" else config.last_share,
@@ -216,7 +221,7 @@ def auto_mode(n_features: int, config: ReleaseConfig, has_prior: bool, stackleve
     default grid would fit but the settings rule the histogram out, a
     warning names the reason.
     """
-    if has_prior or config.start != "data_independent":
+    if has_prior or config.start in PRIVATE_STARTS:
         return "dp_em"
     try:
         check_histogram_grid(n_features, config.histogram_cells, config.n_components)
@@ -342,8 +347,8 @@ def release_gmm(
             raise ValueError("mode='oracle' plans from the non-private fit and takes no prior; drop prior")
         if mode == "histogram_em":
             raise ValueError("mode='histogram_em' splits no budget, so it takes no prior; drop prior")
-        explicit_start = config_options.get("start", "data_independent")
-        if mode == "dp_em" and explicit_start != "data_independent":
+        explicit_start = config_options.get("start", "auto")
+        if mode == "dp_em" and explicit_start in PRIVATE_STARTS:
             raise ValueError(
                 f"a public prior replaces the {explicit_start} start, so the two cannot be combined. "
                 f"Drop prior or drop start={explicit_start!r}"

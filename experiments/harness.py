@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from dpgmm_jax.accounting import mu_from_epsilon_delta
-from dpgmm_jax.algorithms import ReleaseConfig, data_independent_init, dp_em_trace, oracle_release, prior_release
+from dpgmm_jax.algorithms import DEFAULT_N_ITER, ReleaseConfig, data_independent_init, dp_em_trace, oracle_release, prior_release
 from dpgmm_jax.baselines import (
     DpsgdConfig,
     ParkConfig,
@@ -156,13 +156,18 @@ def release_config(prepared: PreparedDataset, release: DictConfig, method: DictC
 
     A method entry may override any ``ReleaseConfig`` field by name, for
     example ``{algorithm: dp_em, allocation: closed_form, noise_floor_factor: 0.5}``.
-    Every field found in either place reaches the config; a method without
-    ``allocation`` gets the equal split.
+    Every field found in either place reaches the config; where neither sets
+    ``allocation`` the method gets the equal split. DP-EM's start="auto" and
+    n_iter=None are resolved for the dataset's d; the baselines that iterate
+    get n_iter=None as 10 iterations, whatever the start.
     """
     merged = {**OmegaConf.to_container(release, resolve=True), **OmegaConf.to_container(method, resolve=True)}
     options = {name: merged[name] for name in ReleaseConfig._fields if name in merged and name != "n_components"}
-    options["allocation"] = str(method.get("allocation", "equal"))
-    return ReleaseConfig(n_components=prepared.n_components, **options).validate()
+    options["allocation"] = str(merged.get("allocation", "equal"))
+    config = ReleaseConfig(n_components=prepared.n_components, **options).validate()
+    if str(method.get("algorithm")) == "dp_em":
+        return config.resolve(prepared.y.shape[1])
+    return config._replace(n_iter=DEFAULT_N_ITER) if config.n_iter is None else config
 
 
 def trial_keys(seed: int, n_epsilons: int, n_trials: int) -> jax.Array:
@@ -274,8 +279,11 @@ def run_method(prepared: PreparedDataset, algorithm: str, config: ReleaseConfig,
         if prior_name == "public_sample":
             prior = public_sample_prior(prepared, int(method.get("prior_records", 1000)), seed + 1000)
 
+        # The histogram_em start builds its grid at trace time, so the cube's half-width is passed as a static value.
+        cube = float(radius) if half_width is None else half_width
+
         def single(key, mu):
-            release, shares = dp_em_trace(key, y, mu, radius, config, half_width, prior)
+            release, shares = dp_em_trace(key, y, mu, radius, config, cube, prior)
             return release.params, jnp.einsum("k,kg->g", release.params.weights, shares[-1])
 
         params, shares = jax.jit(jax.vmap(jax.vmap(single, in_axes=(0, None)), in_axes=(0, 0)))(keys, mus)

@@ -69,7 +69,10 @@ def main(argv=None) -> None:
     n_features = y.shape[1]
     keys = jax.random.split(jax.random.key(0), args.trials)
     mu = mu_from_epsilon_delta(args.epsilon, 1e-5)
-    release = ReleaseConfig(n_components=prepared.n_components, allocation="closed_form").validate()
+    # The settings of the README study: closed form, no noise-aware floor.
+    release = ReleaseConfig(
+        n_components=prepared.n_components, allocation="closed_form", noise_floor_factor=0.0
+    ).validate()
 
     def start(key):
         if args.start == "kmeans":

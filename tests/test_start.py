@@ -155,3 +155,71 @@ def test_kmeans_start_single_step_without_jit(clusters):
         start = kmeans_start(jax.random.key(0), jnp.asarray(y[:300]), 5.0, np.sqrt(2.0), config)
     assert np.all(np.isfinite(np.asarray(start.params.means)))
     assert np.asarray(start.params.covariances).max() <= 2.0 / 2 + 1e-12
+
+
+@pytest.mark.parametrize(
+    "n_features, n_components, start, n_iter",
+    [(2, 3, "histogram_em", 1), (4, 3, "histogram_em", 1), (5, 3, "data_independent", 10),
+     (13, 3, "data_independent", 10), (4, 300, "data_independent", 10)],
+)
+def test_auto_start_resolves_from_public_values(n_features, n_components, start, n_iter):
+    # d = 5 leaves 3 bins per axis at 256 cells, and 300 components need more than 4^4 cells.
+    resolved = ReleaseConfig(n_components).resolve(n_features)
+    assert (resolved.start, resolved.n_iter) == (start, n_iter)
+
+
+def test_explicit_settings_survive_resolve():
+    config = ReleaseConfig(3, start="kmeans", n_iter=4, allocation="equal")
+    assert config.resolve(2) == config
+    assert ReleaseConfig(3, start="histogram_em").resolve(2).n_iter == 1
+    assert ReleaseConfig(3, start="histogram_em", n_iter=2).resolve(2).n_iter == 2
+
+
+@pytest.mark.parametrize("start, n_features, allocation", [
+    ("auto", 2, "optax"), ("histogram_em", 2, "optax"), ("auto", 13, "closed_form"),
+    ("kmeans", 2, "closed_form"), ("data_independent", 2, "closed_form"),
+])
+def test_auto_allocation_follows_the_start(start, n_features, allocation):
+    assert ReleaseConfig(3, start=start).resolve(n_features).allocation == allocation
+
+
+def test_histogram_em_start_accounted(clusters):
+    _, y = clusters
+    domain = Domain.from_bounds([-1.0, -1.0], [1.0, 1.0])
+    params, metadata = release_gmm(y, epsilon=2.0, delta=1e-5, domain=domain, n_components=3,
+                                   mode="dp_em", key=jax.random.key(0))
+    assert metadata["start"] == "histogram_em"
+    assert metadata["start_share"] == 0.1
+    assert metadata["n_iter"] == 1
+    np.testing.assert_allclose(metadata["iteration_mus"], np.sqrt([0.1, 0.9]) * metadata["mu"], rtol=1e-12)
+    assert pld_epsilon(metadata["iteration_mus"], 1e-5) == pytest.approx(2.0, rel=1e-3)
+    assert metadata["allocation_source"].startswith("private histogram_em start")
+    assert np.all(np.isfinite(params.means))
+
+
+def test_histogram_em_start_finds_clusters(clusters):
+    centres, y = clusters
+    config = ReleaseConfig(3, start="histogram_em")
+    release, shares = dp_em_trace(jax.random.key(0), jnp.asarray(y), 5.0, np.sqrt(2.0), config, 1.0)
+    distances = np.linalg.norm(centres[:, None, :] - np.asarray(release.params.means)[None], axis=-1)
+    assert distances.min(axis=1).max() < 0.05
+    assert shares.shape == (1, 3, 3)
+    # The only iteration plans from the start's counts, so it need not be the equal split.
+    assert not np.allclose(np.asarray(shares[0]), 1.0 / 3.0)
+
+
+def test_histogram_em_start_needs_a_static_half_width(clusters):
+    _, y = clusters
+    with pytest.raises(ValueError, match="half_width=float"):
+        dp_em_trace(jax.random.key(0), jnp.asarray(y), 1.0, np.sqrt(2.0), ReleaseConfig(3, start="histogram_em"))
+
+
+def test_histogram_em_start_needs_its_grid(rng):
+    y = rng.uniform(-1.0, 1.0, size=(200, 6))
+    domain = Domain.from_bounds(-np.ones(6), np.ones(6))
+    with pytest.raises(ValueError, match="bins per axis"):
+        release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=2, mode="dp_em",
+                    key=jax.random.key(0), start="histogram_em")
+    _, metadata = release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=2, mode="dp_em",
+                              key=jax.random.key(0), allocation="closed_form")
+    assert (metadata["start"], metadata["n_iter"], metadata["n_releases"]) == ("data_independent", 10, 10)
