@@ -1,11 +1,13 @@
 """Study DP-EM's number of iterations and its split of mu^2 over iterations.
 
 Runs the eps_grid datasets for n_iter in {5, 10, 20} (or --iterations) and
-a last-iteration share of mu^2 in {uniform, 0.5}, with the closed-form
-allocation and the given start, and prints a Markdown table of median
-KL(non-private || released) per setting.
+a last-iteration share of mu^2 in {uniform, 0.5}, with the given allocation
+(closed form unless --allocation says otherwise) and start, and prints a
+Markdown table of median KL(non-private || released) per setting.
 
     python scripts/iteration_study.py [--trials 20] [--start kmeans] [--iterations 3 5 10] [--out study.csv]
+    python scripts/iteration_study.py --start histogram_em --datasets synthetic faithful --iterations 1 2 3 \
+        --allocation optax --noise-floor-factor 0.5
 """
 
 import argparse
@@ -31,8 +33,12 @@ def main() -> None:
                         help="trials per setting and epsilon, unless the sweep sets a dataset's own (synthetic: 100)")
     parser.add_argument("--out", type=Path, default=Path("iteration_study.csv"), help="CSV of every trial")
     parser.add_argument("--noise-floor-factor", type=float, default=0.0, help="kappa of the noise-aware floor")
-    parser.add_argument("--start", default="data_independent", choices=["data_independent", "histogram", "kmeans"],
-                        help="DP-EM start")
+    parser.add_argument("--start", default="data_independent",
+                        choices=["data_independent", "histogram", "histogram_em", "kmeans"], help="DP-EM start")
+    parser.add_argument("--allocation", default="closed_form", choices=["closed_form", "equal", "optax"],
+                        help="budget split of each release")
+    parser.add_argument("--datasets", nargs="+", default=None,
+                        help="eps_grid datasets to run (default: all); the histogram_em start needs d <= 4")
     parser.add_argument("--iterations", type=int, nargs="+", default=[5, 10, 20], help="values of n_iter")
     parser.add_argument("--last-shares", nargs="+", default=["uniform", "0.5"],
                         help="last-iteration shares of mu^2; 'uniform' splits mu^2 evenly")
@@ -45,11 +51,15 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         config = compose("config", overrides=["+sweep=eps_grid"])
 
-    method = OmegaConf.create({"dp_em": {"algorithm": "dp_em", "allocation": "closed_form"}})
+    unknown = sorted(set(args.datasets or []) - set(config.datasets))
+    if unknown:
+        parser.error(f"--datasets {unknown} are not in the eps_grid sweep; choose from {list(config.datasets)}")
+    method = OmegaConf.create({"dp_em": {"algorithm": "dp_em", "allocation": args.allocation}})
     last_shares = [None if share == "uniform" else float(share) for share in args.last_shares]
     settings = list(itertools.product(args.iterations, last_shares))
     config.trials = args.trials
-    prepared = [(prepare_dataset(dataset, "float64"), dataset_trials(config, dataset)) for dataset in config.datasets.values()]
+    prepared = [(prepare_dataset(dataset, "float64"), dataset_trials(config, dataset))
+                for name, dataset in config.datasets.items() if args.datasets is None or name in args.datasets]
 
     rows = []
     for n_iter, last_share in tqdm(settings, desc="settings"):

@@ -285,3 +285,25 @@ def test_start_convergence_script_rejects_unknown_dataset():
     completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 2
     assert "dataset 'iris' is not in the eps_grid sweep" in completed.stderr
+
+
+def test_iteration_study_with_histogram_em_start(tmp_path):
+    out = tmp_path / "study.csv"
+    command = [sys.executable, "scripts/iteration_study.py", "--datasets", "faithful", "--trials", "2",
+               "--iterations", "1", "2", "--last-shares", "0.5", "--start", "histogram_em", "--allocation", "optax",
+               "--noise-floor-factor", "0.5", "--out", str(out)]
+    completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = pd.read_csv(out)
+    assert set(rows.dataset) == {"faithful"}
+    assert sorted(set(rows.n_iter)) == [1, 2]
+    assert set(rows.allocation) == {"optax"}
+    assert len(rows) == 2 * 5 * 2
+    assert rows.kl_mc.notna().all()
+
+
+def test_iteration_study_rejects_unknown_dataset():
+    command = [sys.executable, "scripts/iteration_study.py", "--datasets", "iris"]
+    completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2
+    assert "--datasets ['iris'] are not in the eps_grid sweep" in completed.stderr
