@@ -12,6 +12,7 @@ import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -190,30 +191,44 @@ def draw_all_figures(results: pd.DataFrame, out_dir: Path) -> list[Path]:
 SHARE_COLUMNS = ("share_weights", "share_means", "share_covariances")
 
 
+def allocation_medians(results: pd.DataFrame) -> pd.DataFrame:
+    """Return the median shares per dataset, method and epsilon of the DP-EM methods that plan their split.
+
+    Rows of the equal split are left out: their shares are 1/3 by
+    construction. Rows without shares (methods other than DP-EM) are left
+    out too.
+    """
+    traced = results.dropna(subset=[SHARE_COLUMNS[0]])
+    if "allocation" in traced.columns:
+        traced = traced[traced["allocation"] != "equal"]
+    return traced.groupby(["dataset", "method", "epsilon"], sort=False)[list(SHARE_COLUMNS)].median()
+
+
 def plot_allocation_vs_epsilon(results: pd.DataFrame, out_dir: Path, stem: str = "allocation_vs_epsilon") -> list[Path]:
     """Draw the median share of mu^2 that weights, means and covariances get, against epsilon.
 
-    One panel per dataset; colours are the groups and line styles the DP-EM
-    methods. Shares are those of DP-EM's last iteration, averaged over
+    One panel per dataset. Colours are the DP-EM methods that plan their
+    split, and line styles the groups; the equal split, 1/3 per group, is
+    not drawn. Shares are those of DP-EM's last iteration, averaged over
     components with the released weights.
 
     Returns:
         The paths of the PNG and PDF files written.
     """
-    traced = results.dropna(subset=[SHARE_COLUMNS[0]])
-    datasets = list(dict.fromkeys(traced["dataset"]))
-    methods = list(dict.fromkeys(traced["method"]))
-    styles = ["-", "--", ":", "-."]
-    colours = {"share_weights": "tab:blue", "share_means": "tab:orange", "share_covariances": "tab:green"}
-    figure, axes, first_in_row = panel_grid(len(datasets))
+    medians = allocation_medians(results)
+    datasets = list(dict.fromkeys(medians.index.get_level_values("dataset")))
+    methods = list(dict.fromkeys(medians.index.get_level_values("method")))
+    colours = method_colours(methods)
+    styles = {"share_weights": ":", "share_means": "--", "share_covariances": "-"}
+    figure, axes, first_in_row = panel_grid(max(len(datasets), 1))
 
     for axis, dataset in zip(axes, datasets):
-        for m, method in enumerate(methods):
-            rows = traced[(traced["dataset"] == dataset) & (traced["method"] == method)]
-            medians = rows.groupby("epsilon")[list(SHARE_COLUMNS)].median().sort_index()
-            for column in SHARE_COLUMNS:
-                axis.plot(medians.index, medians[column], styles[m % len(styles)], color=colours[column],
-                          marker="o", markersize=3, label=f"{method}: {column.removeprefix('share_')}")
+        for method in methods:
+            if (dataset, method) not in medians.index.droplevel("epsilon"):
+                continue
+            rows = medians.loc[(dataset, method)].sort_index()
+            for column, style in styles.items():
+                axis.plot(rows.index, rows[column], style, color=colours[method], marker="o", markersize=3)
         axis.set_xscale("log")
         axis.set_ylim(0.0, 1.0)
         axis.set_title(dataset)
@@ -221,11 +236,16 @@ def plot_allocation_vs_epsilon(results: pd.DataFrame, out_dir: Path, stem: str =
         axis.grid(True, alpha=0.3)
     for axis in first_in_row:
         axis.set_ylabel("share of the last iteration's mu^2 (median)")
-    axes[-1].legend(fontsize="x-small")
+
+    # One legend entry per method (colour) and per group (line style), outside the panels.
+    handles = [Line2D([], [], color=colours[method], label=method) for method in methods]
+    handles += [Line2D([], [], color="black", linestyle=style, label=column.removeprefix("share_"))
+                for column, style in styles.items()]
+    figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
     figure.tight_layout()
 
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:
-        figure.savefig(path, dpi=150)
+        figure.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(figure)
     return paths

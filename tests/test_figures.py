@@ -46,3 +46,27 @@ def test_forward_label_by_default():
     results = pd.DataFrame({"kl_mc": [1.0], "kl_direction": ["forward"]})
     assert figures.metric_label(results, "kl_mc") == "KL(non-private || released)"
     assert figures.metric_label(results.drop(columns="kl_direction"), "kl_mc") == "KL(non-private || released)"
+
+
+def test_allocation_figure_skips_equal_split(tmp_path, monkeypatch):
+    rows = []
+    for method, allocation, weights in (("planned", "optax", 0.1), ("equal", "equal", 1 / 3), ("histogram", "none", None)):
+        for epsilon in (1.0, 10.0):
+            shares = {} if weights is None else {"share_weights": weights, "share_means": 0.3,
+                                                 "share_covariances": 0.7 - weights}
+            rows.append({"dataset": "synthetic", "method": method, "allocation": allocation, "epsilon": epsilon,
+                         "share_weights": None, **shares})
+    results = pd.DataFrame(rows)
+    captured = []
+    monkeypatch.setattr(figures.plt, "close", captured.append)
+
+    medians = figures.allocation_medians(results)
+    paths = figures.plot_allocation_vs_epsilon(results, tmp_path)
+
+    assert list(medians.index.get_level_values("method").unique()) == ["planned"]
+    assert medians.loc[("synthetic", "planned", 10.0), "share_weights"] == 0.1
+    axis = [axis for axis in captured[0].axes if axis.get_visible()][0]
+    assert len(axis.lines) == 3
+    legend_labels = [text.get_text() for text in captured[0].legends[0].get_texts()]
+    assert legend_labels == ["planned", "weights", "means", "covariances"]
+    assert all(path.stat().st_size > 1000 for path in paths)
