@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -79,18 +80,28 @@ def test_method_entry_reaches_every_release_field():
     with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base=None):
         config = compose("config")
     overrides = {"histogram_threshold": 3.0, "histogram_cells": 64, "histogram_suppression": 2, "min_share": 0.1,
-                 "noise_floor_factor": 0.5, "n_iter": 3, "start": "kmeans", "kmeans_iter": 2, "pilot_fraction": 0.2,
+                 "noise_floor_factor": 0.25, "n_iter": 3, "start": "kmeans", "kmeans_iter": 2, "pilot_fraction": 0.2,
                  "chunk_size": 128, "count_floor": 2.0, "solver_draws": 8}
+    prepared = SimpleNamespace(n_components=3, y=np.zeros((10, 2)))
     method = OmegaConf.create({"algorithm": "dp_em", "allocation": "optax", **overrides})
-    release = release_config(SimpleNamespace(n_components=3), config.release, method)
+    release = release_config(prepared, config.release, method)
     assert isinstance(release, ReleaseConfig)
     assert release.allocation == "optax"
     for name, value in overrides.items():
         assert getattr(release, name) == value, name
 
-    shared = release_config(SimpleNamespace(n_components=3), config.release, OmegaConf.create({"algorithm": "dp_em"}))
+    # The shared defaults resolve for d = 2: the histogram_em start, one iteration, the solver.
+    shared = release_config(prepared, config.release, OmegaConf.create({"algorithm": "dp_em"}))
     assert shared.histogram_threshold == config.release.histogram_threshold
-    assert shared.allocation == "equal"
+    assert (shared.start, shared.n_iter, shared.allocation) == ("histogram_em", 1, "optax")
+
+    # A baseline keeps 10 iterations whatever DP-EM's start would be.
+    park = release_config(prepared, config.release, OmegaConf.create({"algorithm": "park_dp_em"}))
+    assert park.n_iter == 10
+
+    # Where neither the method nor the shared block names a split, it is the equal split.
+    without = OmegaConf.create({key: value for key, value in config.release.items() if key != "allocation"})
+    assert release_config(prepared, without, OmegaConf.create({"algorithm": "dp_em"})).allocation == "equal"
 
 
 def test_dataset_trials_rejects_non_positive():
