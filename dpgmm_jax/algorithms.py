@@ -17,6 +17,7 @@ private expectation maximization", AISTATS 2017.
 
 import functools
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -29,7 +30,7 @@ from dpgmm_jax.em import DEFAULT_CHUNK_SIZE, chunked_sum, e_step, sufficient_sta
 from dpgmm_jax.histogram import (
     DEFAULT_HISTOGRAM_CELLS,
     MAX_HISTOGRAM_CELLS,
-    check_histogram_grid,
+    MIN_RELEASE_BINS,
     histogram_bins,
     histogram_em,
     histogram_grid_usable,
@@ -134,6 +135,14 @@ class ReleaseConfig(NamedTuple):
     def validate(self) -> "ReleaseConfig":
         """Check every field and return the config, raising ValueError on a bad one."""
         check_n_components(self.n_components)
+        if self.n_iter is not None and (
+            isinstance(self.n_iter, bool) or not isinstance(self.n_iter, numbers.Real)
+            or int(self.n_iter) != self.n_iter or self.n_iter < 1
+        ):
+            raise ValueError(
+                f"n_iter must be an integer >= 1 or None, got n_iter={self.n_iter!r}; None runs 1 iteration after "
+                "a histogram_em start and 10 after any other start"
+            )
         if self.n_iter is not None:
             iteration_schedule(self.n_iter, self.last_share)
         if self.allocation not in ALLOCATIONS:
@@ -197,14 +206,17 @@ class ReleaseConfig(NamedTuple):
                 does not fit.
         """
         config = self
-        if config.start == "histogram_em":
-            try:
-                check_histogram_grid(n_features, config.histogram_cells, config.n_components)
-            except ValueError as error:
-                raise ValueError(
-                    f"start='histogram_em' cannot run: {error}. Or pass start='auto', which falls back to the "
-                    "data-independent start where the grid does not fit"
-                ) from None
+        if config.start == "histogram_em" and not histogram_grid_usable(
+            n_features, config.histogram_cells, config.n_components
+        ):
+            bins = histogram_bins(n_features, config.histogram_cells)
+            raise ValueError(
+                f"start='histogram_em' needs a grid with at least {MIN_RELEASE_BINS} bins per axis, at most "
+                f"{MAX_HISTOGRAM_CELLS} cells and one cell per component, but histogram_cells="
+                f"{config.histogram_cells} gives {bins} bins per axis ({bins**n_features} cells) in d={n_features} "
+                f"for n_components={config.n_components}; pass start='auto', which falls back to the "
+                "data-independent start where the grid does not fit, or change histogram_cells (d <= 8 only)"
+            )
         if config.start == "auto":
             usable = histogram_grid_usable(n_features, config.histogram_cells, config.n_components)
             config = config._replace(start="histogram_em" if usable else "data_independent")
@@ -506,8 +518,9 @@ def dp_em_trace(
     config = config.resolve(n_features)
     if config.start == "histogram_em" and half_width is None:
         raise ValueError(
-            "start='histogram_em' builds its grid when dp_em_trace is traced, so half_width must be a Python "
-            "float, got half_width=None; pass half_width=float(radius) for a ball domain"
+            "start='histogram_em' builds its grid at trace time, so half_width must be a Python float, got "
+            "half_width=None; pass the cube's half side as a number (the radius of a ball domain, 1.0 for a box "
+            "domain), or start='data_independent'"
         )
     start_share = float(np.sum(start_schedule(config, n_features)))
     iterations_share = 1.0 - start_share

@@ -208,7 +208,9 @@ class DPGaussianMixture(DensityMixin, BaseEstimator):
         the two ended it is not reported.
 
     n_iter_ : int
-        Number of noisy releases that ``fit`` ran.
+        Number of DP-EM iterations that ``fit`` ran (1 in mode
+        "histogram_em"). ``privacy_["n_releases"]`` also counts the
+        releases of a private start.
 
     n_features_in_ : int
         Number of features seen during ``fit``.

@@ -127,6 +127,9 @@ def privacy_metadata(
         allocation_source = "equal split, then the previous private iterate"
 
     grid_cells = histogram_bins(domain.n_features, config.histogram_cells) ** domain.n_features
+    # The histogram_em mode and DP-EM's histogram_em start both release counts on this grid.
+    uses_grid = mode == "histogram_em" or (mode == "dp_em" and config.start == "histogram_em" and not public_prior)
+    planned_by_solver = mode != "histogram_em" and concrete_allocation(config) == "optax"
 
     start = None
     if mode == "dp_em" and public_prior:
@@ -166,9 +169,12 @@ def privacy_metadata(
         "last_share": None if mode == "histogram_em" else config.last_share,
         "count_floor": config.count_floor,
         "eigenvalue_floor": config.eigenvalue_floor,
+        "noise_floor_factor": None if mode == "histogram_em" else config.noise_floor_factor,
+        "solver_draws": config.solver_draws if planned_by_solver else None,
+        "solver_steps": config.solver_steps if planned_by_solver else None,
         # The grid's actual cell count, bins^d, which may be below the target.
-        "histogram_cells": grid_cells if mode == "histogram_em" else None,
-        "histogram_threshold": config.histogram_threshold if mode == "histogram_em" else None,
+        "histogram_cells": grid_cells if uses_grid else None,
+        "histogram_threshold": config.histogram_threshold if uses_grid else None,
         "count_share": count_release_share(config) if mode == "histogram_em" else None,
         "domain": domain.describe(),
         "versions": package_versions(),
@@ -319,6 +325,12 @@ def release_gmm(
     delta = check_delta(delta)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got mode={mode!r}")
+    unknown = sorted(set(config_options) - set(ReleaseConfig._fields))
+    if unknown:
+        raise TypeError(
+            f"release_gmm got unknown options {unknown}; pass ReleaseConfig fields such as n_iter (the estimator's "
+            f"max_iter), start or allocation. The fields are {list(ReleaseConfig._fields[1:])}"
+        )
     config = ReleaseConfig(n_components=n_components, **config_options).validate()
 
     y, _ = to_mechanism_coordinates(x, domain)

@@ -113,6 +113,10 @@ BAD_INPUTS = [
     ({"mode": "fast"}, ValueError, "mode must be one of"),
     ({"allocation": "best"}, ValueError, "allocation must be one of"),
     ({"min_share": 0.5}, ValueError, "min_share must be in"),
+    ({"n_iter": 0}, ValueError, "n_iter must be an integer >= 1 or None"),
+    ({"n_iter": "ten"}, ValueError, "n_iter must be an integer >= 1 or None"),
+    ({"start": "nowhere"}, ValueError, "start must be one of"),
+    ({"max_iter": 3}, TypeError, r"unknown options \['max_iter'\]; pass ReleaseConfig fields such as n_iter"),
 ]
 
 

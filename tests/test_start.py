@@ -194,6 +194,9 @@ def test_histogram_em_start_accounted(clusters):
     np.testing.assert_allclose(metadata["iteration_mus"], np.sqrt([0.1, 0.9]) * metadata["mu"], rtol=1e-12)
     assert pld_epsilon(metadata["iteration_mus"], 1e-5) == pytest.approx(2.0, rel=1e-3)
     assert metadata["allocation_source"].startswith("private histogram_em start")
+    assert (metadata["allocation"], metadata["solver_draws"], metadata["solver_steps"]) == ("optax", 32, 25)
+    assert metadata["noise_floor_factor"] == 0.5
+    assert (metadata["histogram_cells"], metadata["histogram_threshold"]) == (256, 1.0)
     assert np.all(np.isfinite(params.means))
 
 
