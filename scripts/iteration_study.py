@@ -16,19 +16,35 @@ import logging
 from pathlib import Path
 
 import jax
+import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from dpgmm_jax.accounting import iteration_schedule
+from dpgmm_jax.histogram import histogram_grid_usable
 from experiments.harness import prepare_dataset, run_dataset
 from experiments.run import dataset_trials
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
+def unique_schedules(settings) -> list[tuple[int, float | None]]:
+    """Drop (n_iter, last_share) pairs whose split of mu^2 repeats an earlier one, such as any share with n_iter=1."""
+    unique, seen = [], set()
+    for n_iter, last_share in settings:
+        schedule = tuple(np.round(iteration_schedule(n_iter, last_share), 12))
+        if schedule not in seen:
+            seen.add(schedule)
+            unique.append((n_iter, last_share))
+    return unique
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # The defaults are the first version's DP-EM settings, under which the README's first study ran.
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--trials", type=int, default=20,
                         help="trials per setting and epsilon, unless the sweep sets a dataset's own (synthetic: 100)")
     parser.add_argument("--out", type=Path, default=Path("iteration_study.csv"), help="CSV of every trial")
@@ -56,10 +72,16 @@ def main() -> None:
         parser.error(f"--datasets {unknown} are not in the eps_grid sweep; choose from {list(config.datasets)}")
     method = OmegaConf.create({"dp_em": {"algorithm": "dp_em", "allocation": args.allocation}})
     last_shares = [None if share == "uniform" else float(share) for share in args.last_shares]
-    settings = list(itertools.product(args.iterations, last_shares))
+    settings = unique_schedules(itertools.product(args.iterations, last_shares))
     config.trials = args.trials
     prepared = [(prepare_dataset(dataset, "float64"), dataset_trials(config, dataset))
                 for name, dataset in config.datasets.items() if args.datasets is None or name in args.datasets]
+    for dataset, _ in prepared:
+        d = dataset.y.shape[1]
+        if args.start == "histogram_em" and not histogram_grid_usable(d, config.release.histogram_cells,
+                                                                      dataset.n_components):
+            parser.error(f"--start histogram_em needs d <= 4 at {config.release.histogram_cells} cells, but "
+                         f"{dataset.name} has d={d}; pass --datasets with the low-dimensional datasets only")
 
     rows = []
     for n_iter, last_share in tqdm(settings, desc="settings"):
@@ -73,13 +95,16 @@ def main() -> None:
             dataset_rows, _ = run_dataset(dataset, method, release, config.epsilons, config.delta,
                                           trials, config.seed, config.kl)
             for row in dataset_rows:
-                row.update(n_iter=n_iter, last_share="uniform" if last_share is None else last_share)
+                row.update(n_iter=n_iter, last_share="uniform" if last_share is None else last_share,
+                           start=args.start, start_share=args.start_share,
+                           noise_floor_factor=args.noise_floor_factor)
             rows += dataset_rows
 
     results = pd.DataFrame(rows)
     results.to_csv(args.out, index=False)
     table = results.groupby(["dataset", "n_iter", "last_share", "epsilon"]).kl_mc.median().unstack()
-    print(table.round(3).to_markdown())
+    print("Median KL(non-private || released) per setting and epsilon:")
+    print(table.map(lambda value: f"{value:.4g}").to_markdown())
 
 
 if __name__ == "__main__":

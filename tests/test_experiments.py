@@ -1,5 +1,6 @@
 """The Hydra app end to end, and what the main job's results must show."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -318,3 +319,19 @@ def test_iteration_study_rejects_unknown_dataset():
     completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 2
     assert "--datasets ['iris'] are not in the eps_grid sweep" in completed.stderr
+
+
+def test_iteration_study_skips_repeated_schedules():
+    spec = importlib.util.spec_from_file_location("iteration_study", REPOSITORY / "scripts" / "iteration_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+
+    settings = [(1, None), (1, 0.5), (2, None), (2, 0.5), (3, None), (3, 0.5)]
+    assert study.unique_schedules(settings) == [(1, None), (2, None), (3, None), (3, 0.5)]
+
+
+def test_iteration_study_rejects_histogram_em_start_on_wine():
+    command = [sys.executable, "scripts/iteration_study.py", "--start", "histogram_em", "--datasets", "wine"]
+    completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2
+    assert "--start histogram_em needs d <= 4 at 256 cells, but wine has d=13" in completed.stderr
