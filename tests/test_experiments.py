@@ -113,7 +113,8 @@ def test_dataset_trials_rejects_non_positive():
 
 def test_tiny_run_writes_every_output(tmp_path):
     completed = run_app(tmp_path, "datasets.synthetic.options.n_samples=2000", "trials=2", "epsilons=[0.3,3.0]",
-                        "kl.n_samples=500", "release.n_iter=3")
+                        "kl.n_samples=500",
+                        "run_methods=[dp_em,dp_em_closed_form,dp_em_equal,histogram_em,oracle,nonprivate]")
     assert str(tmp_path.resolve()) in completed.stdout
 
     results = pd.read_csv(tmp_path / "results.csv")

@@ -190,8 +190,8 @@ def test_dp_em_draws_noise_from_fresh_key_per_release(records, domain, monkeypat
         return original_add_noise(key, stats, scales)
 
     monkeypatch.setattr(mechanism, "add_noise", recording_add_noise)
-    # The equal split keeps the eager run fast; the keys do not depend on the allocation.
-    config = ReleaseConfig(n_components=2, n_iter=3, allocation="equal")
+    # The equal split and the data-independent start keep the eager run fast; the keys depend on neither.
+    config = ReleaseConfig(n_components=2, n_iter=3, allocation="equal", start="data_independent")
     y = jnp.asarray(to_mechanism_coordinates(records, domain)[0])
     mu = mu_from_epsilon_delta(1.0, 1e-5)
     with jax.disable_jit():

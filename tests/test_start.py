@@ -213,7 +213,7 @@ def test_histogram_em_start_finds_clusters(clusters):
 
 def test_histogram_em_start_needs_a_static_half_width(clusters):
     _, y = clusters
-    with pytest.raises(ValueError, match="half_width=float"):
+    with pytest.raises(ValueError, match="half_width must be a Python float"):
         dp_em_trace(jax.random.key(0), jnp.asarray(y), 1.0, np.sqrt(2.0), ReleaseConfig(3, start="histogram_em"))
 
 
