@@ -133,18 +133,21 @@ class ReleaseConfig(NamedTuple):
     kmeans_iter: int = 3
 
     def validate(self) -> "ReleaseConfig":
-        """Check every field and return the config, raising ValueError on a bad one."""
+        """Check every field and return the config, raising ValueError on a bad one.
+
+        An integral float n_iter, such as 3.0 from a config file, comes back as an int.
+        """
         check_n_components(self.n_components)
         if self.n_iter is not None and (
             isinstance(self.n_iter, bool) or not isinstance(self.n_iter, numbers.Real)
-            or int(self.n_iter) != self.n_iter or self.n_iter < 1
+            or not math.isfinite(self.n_iter) or int(self.n_iter) != self.n_iter or self.n_iter < 1
         ):
             raise ValueError(
                 f"n_iter must be an integer >= 1 or None, got n_iter={self.n_iter!r}; None runs 1 iteration after "
                 "a histogram_em start and 10 after any other start"
             )
-        if self.n_iter is not None:
-            iteration_schedule(self.n_iter, self.last_share)
+        # Two iterations make iteration_schedule check last_share even where n_iter is None or 1.
+        iteration_schedule(max(2, self.n_iter or DEFAULT_N_ITER), self.last_share)
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {ALLOCATIONS}, got allocation={self.allocation!r}")
         if not 0.0 <= self.min_share < 1.0 / 3.0:
@@ -186,10 +189,10 @@ class ReleaseConfig(NamedTuple):
             raise ValueError(f"histogram_cells must be >= 2, got histogram_cells={self.histogram_cells}")
         if not 0.0 < self.pilot_fraction < 1.0:
             raise ValueError(f"pilot_fraction must be in (0, 1), got pilot_fraction={self.pilot_fraction}")
-        return self
+        return self if self.n_iter is None else self._replace(n_iter=int(self.n_iter))
 
     def resolve(self, n_features: int) -> "ReleaseConfig":
-        """Return the config with start="auto" and n_iter=None made concrete for d = ``n_features``.
+        """Return the config with its "auto" and None settings made concrete for d = ``n_features``.
 
         "auto" becomes "histogram_em" where ``histogram_em``'s grid fits
         (at least 4 bins per axis and one cell per component, so d <= 4 at
@@ -197,9 +200,10 @@ class ReleaseConfig(NamedTuple):
         becomes 1 after a "histogram_em" start, which is already close to a
         converged fit, and 10 otherwise. allocation="auto" becomes "optax"
         after a "histogram_em" start, where the solver plans from that fit,
-        and "closed_form" otherwise: planned from a noisy intermediate
-        iterate, the solver's Monte Carlo objective was no better than the
-        closed form (README, main job). All choices read public values only.
+        and "closed_form" otherwise. Planned from the noisy intermediate
+        iterates of 10 iterations on wine, the solver was up to 8% worse than
+        the closed form at small epsilon and about 6x slower. All choices
+        read public values only.
 
         Raises:
             ValueError: if start="histogram_em" is asked for where its grid

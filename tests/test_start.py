@@ -165,7 +165,8 @@ def test_kmeans_start_single_step_without_jit(clusters):
 def test_auto_start_resolves_from_public_values(n_features, n_components, start, n_iter):
     # d = 5 leaves 3 bins per axis at 256 cells, and 300 components need more than 4^4 cells.
     resolved = ReleaseConfig(n_components).resolve(n_features)
-    assert (resolved.start, resolved.n_iter) == (start, n_iter)
+    assert resolved.start == start
+    assert resolved.n_iter == n_iter
 
 
 def test_explicit_settings_survive_resolve():
@@ -173,6 +174,17 @@ def test_explicit_settings_survive_resolve():
     assert config.resolve(2) == config
     assert ReleaseConfig(3, start="histogram_em").resolve(2).n_iter == 1
     assert ReleaseConfig(3, start="histogram_em", n_iter=2).resolve(2).n_iter == 2
+
+
+def test_validate_checks_iterations_without_n_iter():
+    assert ReleaseConfig(3, n_iter=3.0).validate().n_iter == 3
+    assert isinstance(ReleaseConfig(3, n_iter=3.0).validate().n_iter, int)
+    with pytest.raises(ValueError, match="n_iter must be an integer >= 1 or None"):
+        ReleaseConfig(3, n_iter=float("inf")).validate()
+    with pytest.raises(ValueError, match="last_share must be in"):
+        ReleaseConfig(3, last_share=1.5).validate()
+    with pytest.raises(ValueError, match="last_share must be in"):
+        ReleaseConfig(3, n_iter=1, last_share=0.0).validate()
 
 
 @pytest.mark.parametrize("start, n_features, allocation", [
@@ -194,9 +206,12 @@ def test_histogram_em_start_accounted(clusters):
     np.testing.assert_allclose(metadata["iteration_mus"], np.sqrt([0.1, 0.9]) * metadata["mu"], rtol=1e-12)
     assert pld_epsilon(metadata["iteration_mus"], 1e-5) == pytest.approx(2.0, rel=1e-3)
     assert metadata["allocation_source"].startswith("private histogram_em start")
-    assert (metadata["allocation"], metadata["solver_draws"], metadata["solver_steps"]) == ("optax", 32, 25)
+    assert metadata["allocation"] == "optax"
+    assert metadata["solver_draws"] == 32
+    assert metadata["solver_steps"] == 25
     assert metadata["noise_floor_factor"] == 0.5
-    assert (metadata["histogram_cells"], metadata["histogram_threshold"]) == (256, 1.0)
+    assert metadata["histogram_cells"] == 256
+    assert metadata["histogram_threshold"] == 1.0
     assert np.all(np.isfinite(params.means))
 
 
@@ -225,4 +240,6 @@ def test_histogram_em_start_needs_its_grid(rng):
                     key=jax.random.key(0), start="histogram_em")
     _, metadata = release_gmm(y, epsilon=1.0, delta=1e-5, domain=domain, n_components=2, mode="dp_em",
                               key=jax.random.key(0), allocation="closed_form")
-    assert (metadata["start"], metadata["n_iter"], metadata["n_releases"]) == ("data_independent", 10, 10)
+    assert metadata["start"] == "data_independent"
+    assert metadata["n_iter"] == 10
+    assert metadata["n_releases"] == 10
